@@ -1,0 +1,61 @@
+"""Where data files come from: ``--data-dir``, else ``HFP_DATA_DIR``, else a download cache."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+
+# Public source of each file we know how to fetch (relative path under the data directory -> URL).
+PUBLIC_URLS = {
+    "ett/ETTh1.csv": "https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small/ETTh1.csv",
+    "ett/ETTh2.csv": "https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small/ETTh2.csv",
+    "ett/ETTm1.csv": "https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small/ETTm1.csv",
+    "ett/ETTm2.csv": "https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small/ETTm2.csv",
+}
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("HFP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hf_plugins", "data")
+    return Path(base)
+
+
+def resolve_data_file(relative_path: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """Find ``relative_path`` (for example ``"ett/ETTh1.csv"``).
+
+    Looks in ``data_dir``, then ``$HFP_DATA_DIR``, then the cache (``$HFP_CACHE`` or
+    ``~/.cache/hf_plugins/data``), and finally downloads the public file into the cache.
+    """
+    candidates = []
+    if data_dir is not None:
+        candidates.append(Path(data_dir))
+    if os.environ.get("HFP_DATA_DIR"):
+        candidates.append(Path(os.environ["HFP_DATA_DIR"]))
+    candidates.append(default_cache_dir())
+    for base in candidates:
+        path = base / relative_path
+        if path.is_file():
+            return path
+    url = PUBLIC_URLS.get(relative_path)
+    searched = ", ".join(str(c) for c in candidates)
+    if url is None or not download:
+        raise FileNotFoundError(
+            f"data file {relative_path!r} not found in {searched}; pass --data-dir or set HFP_DATA_DIR"
+        )
+    target = default_cache_dir() / relative_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".download-")
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+        os.replace(tmp, target)
+    except OSError as exc:
+        if "tmp" in locals() and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise FileNotFoundError(
+            f"data file {relative_path!r} not found in {searched} and downloading {url} failed ({exc}); "
+            "pass --data-dir or set HFP_DATA_DIR"
+        ) from exc
+    return target
