@@ -33,9 +33,9 @@ def time_features(dates, freq: str = "h") -> np.ndarray:
         "second_of_minute": index.second / 59.0,
         "minute_of_hour": index.minute / 59.0,
         "hour_of_day": index.hour / 23.0,
-        "day_of_week": index.dayofweek / 6.0,
+        "day_of_week": index.day_of_week / 6.0,
         "day_of_month": (index.day - 1) / 30.0,
-        "day_of_year": (index.dayofyear - 1) / 365.0,
+        "day_of_year": (index.day_of_year - 1) / 365.0,
         "month_of_year": (index.month - 1) / 11.0,
         "week_of_year": (index.isocalendar().week.to_numpy() - 1) / 52.0,
     }
