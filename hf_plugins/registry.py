@@ -237,14 +237,14 @@ def _register_peft_methods() -> None:
         for spec in list(_specs.values()):
             if spec.kind != "peft" or spec.name in _peft_registered:
                 continue
+            try:
+                config_cls, model_cls = import_object(spec.config), import_object(spec.peft_model)
+            except Exception as exc:  # one broken method must not take the others down with it
+                logger.warning("peft method %r from %s could not be imported: %s", spec.name, spec.distribution, exc)
+                continue
             _extend_enum(PeftType, spec.name.upper())
             if PeftType[spec.name.upper()] not in PEFT_TYPE_TO_CONFIG_MAPPING:
-                register_peft_method(
-                    name=spec.name,
-                    config_cls=import_object(spec.config),
-                    model_cls=import_object(spec.peft_model),
-                    prefix=spec.prefix,
-                )
+                register_peft_method(name=spec.name, config_cls=config_cls, model_cls=model_cls, prefix=spec.prefix)
             _peft_registered.add(spec.name)
 
 
