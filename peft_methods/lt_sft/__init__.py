@@ -15,6 +15,13 @@ PLUGIN = PluginSpec(
     exports={
         "LTSFTConfig": "hf_plugins.peft_methods.lt_sft.config",
         "LTSFTModel": "hf_plugins.peft_methods.lt_sft.model",
-        "train_lt_sft": "hf_plugins.peft_methods.lt_sft.model",
+        "LTSFTTrainer": "hf_plugins.peft_methods.lt_sft.trainer",
+        "train_lt_sft": "hf_plugins.peft_methods.lt_sft.trainer",
+        # BiStil, the pipeline LT-SFT belongs to
+        "build_student": "hf_plugins.bistil",
+        "BilingualStudent": "hf_plugins.bistil",
+        "DistillationModule": "hf_plugins.bistil",
+        "bilingual_dataset": "hf_plugins.bistil",
+        "fit_hidden_projections": "hf_plugins.bistil",
     },
 )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import nn
 
@@ -22,7 +20,7 @@ class LTSFTModel(BaseTuner):
         >>> from peft import get_peft_model
         >>> from hf_plugins import LTSFTConfig, train_lt_sft
         >>> model = get_peft_model(base, LTSFTConfig(num_tunable_weights=100_000, modules_to_save=["classifier"]))
-        >>> train_lt_sft(model, training_args, dense_steps=1000, sparse_steps=1000, train_dataset=ds)
+        >>> train_lt_sft(model, training_args, dense_steps=1000, sparse_steps=1000, train_dataset=ds)  # or LTSFTTrainer
         >>> model.save_pretrained("task-sft")          # indices + values, safetensors
 
     Several sparse fine-tunes compose by addition: load a language SFT and a task SFT as two adapters
@@ -126,28 +124,3 @@ class LTSFTModel(BaseTuner):
             if adapter_name in module.lt_sft_values:
                 out[key] = (module.lt_sft_indices[adapter_name], module.lt_sft_values[adapter_name].detach())
         return out
-
-
-def train_lt_sft(model, args, dense_steps: int, sparse_steps: int, adapter_name: str | None = None,
-                 trainer_class=None, **trainer_kwargs):
-    """Run both LT-SFT phases with ``transformers.Trainer`` on a ``PeftModel`` built with ``LTSFTConfig``.
-
-    ``args`` are the ``TrainingArguments`` of both phases (their ``max_steps`` is replaced by
-    ``dense_steps``, then ``sparse_steps``); the sparse phase gets a fresh optimizer that holds only the K
-    kept values. Returns the trainer of the sparse phase.
-    """
-    from transformers import Trainer
-
-    trainer_class = trainer_class or Trainer
-    adapter_name = adapter_name or model.active_adapter
-    tuner = model.base_model
-    if not isinstance(tuner, LTSFTModel):
-        raise TypeError(f"train_lt_sft needs a PeftModel with an LT-SFT adapter, got {type(tuner).__name__}")
-    if tuner.peft_config[adapter_name].phase == "dense":
-        if dense_steps < 1:
-            raise ValueError(f"dense_steps must be >= 1 in the dense phase, got {dense_steps}")
-        trainer_class(model=model, args=dataclasses.replace(args, max_steps=dense_steps), **trainer_kwargs).train()
-        tuner.select_sparse(adapter_name)
-    trainer = trainer_class(model=model, args=dataclasses.replace(args, max_steps=sparse_steps), **trainer_kwargs)
-    trainer.train()
-    return trainer

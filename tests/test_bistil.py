@@ -1,0 +1,143 @@
+"""BiStil: student initialisation, the reduced bilingual vocabulary, both distillation phases."""
+
+import pytest
+import torch
+from peft import get_peft_model
+from transformers import BertForSequenceClassification, DataCollatorWithPadding, TrainingArguments
+
+import hf_plugins  # noqa: F401
+from hf_plugins import LTSFTConfig, LTSFTTrainer
+from hf_plugins.bistil import (
+    DistillationModule,
+    bilingual_dataset,
+    build_student,
+    default_layer_map,
+    fit_hidden_projections,
+    random_teacher,
+)
+from hf_plugins.data.indonesian import gettext_pairs
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    pairs = gettext_pairs("id")
+    assert len(pairs) > 500, "the English-Indonesian gettext catalogues are missing"
+    pairs = pairs[::max(1, len(pairs) // 1500)][:1500]
+    return [e for e, _ in pairs], [i for _, i in pairs]
+
+
+@pytest.fixture(scope="module")
+def teacher(corpus):
+    en, id_ = corpus
+    return random_teacher(en + id_ + ["the quick brown fox", "rumah makan"], vocab_size=900, layers=4)
+
+
+@pytest.fixture(scope="module")
+def bilingual(teacher, corpus):
+    model, tokenizer = teacher
+    en, id_ = corpus
+    return build_student(model, tokenizer, en[:600] + id_[:600])
+
+
+def test_layer_map_takes_the_top_of_each_block():
+    assert default_layer_map(12) == [1, 3, 5, 7, 9, 11]
+    assert default_layer_map(12, 4) == [2, 5, 8, 11]
+    with pytest.raises(ValueError, match="student_layers must be in"):
+        default_layer_map(4, 5)
+
+
+def test_student_reproduces_the_teacher_layers_it_copied(bilingual):
+    student, teacher = bilingual.student, bilingual.teacher
+    assert student.config.num_hidden_layers == 2 and bilingual.layer_map == [1, 3]
+    hidden = torch.randn(2, 7, teacher.config.hidden_size)
+    for j, i in enumerate(bilingual.layer_map):
+        with torch.no_grad():
+            s = student.encoder.layer[j](hidden)
+            t = teacher.encoder.layer[i](hidden)
+        s = s[0] if isinstance(s, tuple) else s
+        t = t[0] if isinstance(t, tuple) else t
+        torch.testing.assert_close(s, t, rtol=0, atol=0)
+    ids = bilingual.tokenizer(["Telepon Rumah"], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(student.embeddings(ids["input_ids"]), teacher.embeddings(ids["input_ids"]), rtol=0, atol=0)
+
+
+def test_reduced_vocabulary_tokenizes_both_languages_like_the_teacher(bilingual, teacher, corpus):
+    _, full_tokenizer = teacher
+    en, id_ = corpus
+    kept = bilingual.vocabulary.kept_ids
+    assert len(bilingual.tokenizer) < len(full_tokenizer)
+    for text in en[:300] + id_[:300]:
+        reduced = bilingual.tokenizer(text)["input_ids"]
+        assert [kept[i] for i in reduced] == full_tokenizer(text)["input_ids"], text
+
+
+def test_bilingual_distillation_lowers_the_loss(bilingual, corpus, tmp_path):
+    en, id_ = corpus
+    torch.manual_seed(0)
+    for p in bilingual.student.parameters():  # start away from the copied teacher layers
+        p.data.add_(0.05 * torch.randn_like(p))
+    module = DistillationModule(bilingual.teacher, bilingual.student, bilingual.layer_map)
+    data = bilingual_dataset(bilingual.tokenizer, en[600:900], id_[600:900], max_length=32)
+    collate = DataCollatorWithPadding(bilingual.tokenizer)
+    probe = collate(data[:32])
+    with torch.no_grad():
+        before = module(**probe)
+    from transformers import Trainer
+
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=15, per_device_train_batch_size=16, learning_rate=1e-3,
+                             report_to=[], save_strategy="no", use_cpu=True, remove_unused_columns=False)
+    Trainer(model=module, args=args, train_dataset=data, data_collator=collate).train()
+    module.eval()
+    with torch.no_grad():
+        after = module(**probe)
+    assert after.loss < before.loss and after.hidden_loss < before.hidden_loss
+    assert all(not p.requires_grad for p in bilingual.teacher.parameters())
+
+
+def test_a_full_copy_has_zero_distillation_loss(teacher, corpus):
+    model, tokenizer = teacher
+    en, id_ = corpus
+    copy = build_student(model, tokenizer, en[:200] + id_[:200], layers=[0, 1, 2, 3])
+    module = DistillationModule(copy.teacher, copy.student, copy.layer_map)
+    batch = DataCollatorWithPadding(copy.tokenizer)(bilingual_dataset(copy.tokenizer, en[:8], id_[:8]))
+    out = module(**batch)
+    assert out.hidden_loss.item() == 0.0 and out.attention_loss.item() == 0.0
+    one_off = DistillationModule(copy.teacher, copy.student, [0, 1, 3, 3])  # a wrong map is not free
+    assert one_off(**batch).attention_loss.item() > 0
+
+
+def test_narrower_student_uses_projected_embeddings_and_targets(teacher, corpus):
+    model, tokenizer = teacher
+    en, id_ = corpus
+    narrow = build_student(model, tokenizer, en[:300] + id_[:300], hidden_size=32)
+    assert narrow.student.config.hidden_size == 32 and narrow.student.config.num_attention_heads == 2
+    projections = fit_hidden_projections(narrow.teacher, narrow.tokenizer, en[:40] + id_[:40], narrow.layer_map, 32)
+    assert [tuple(p.shape) for p in projections] == [(64, 32)] * 3
+    module = DistillationModule(narrow.teacher, narrow.student, narrow.layer_map, projections)
+    batch = DataCollatorWithPadding(narrow.tokenizer)(bilingual_dataset(narrow.tokenizer, en[:8], id_[:8]))
+    out = module(**batch)
+    assert torch.isfinite(out.loss) and out.loss > 0
+
+
+def test_task_distillation_with_lt_sft(bilingual, corpus, tmp_path):
+    en, id_ = corpus
+    labels = [len(t.split()) % 2 for t in en[:64]]
+    teacher_task = BertForSequenceClassification(bilingual.teacher.config)
+    teacher_task.bert.load_state_dict(bilingual.teacher.state_dict(), strict=False)
+    student_task = BertForSequenceClassification(bilingual.student.config)
+    student_task.bert.load_state_dict(bilingual.student.state_dict(), strict=False)
+    peft_student = get_peft_model(student_task, LTSFTConfig(num_tunable_weights=500, task_type="SEQ_CLS"))
+    module = DistillationModule(teacher_task, peft_student, bilingual.layer_map, soft_ce_weight=1.0)
+    encoded = bilingual.tokenizer(en[:64], truncation=True, max_length=32)
+    data = [{"input_ids": encoded["input_ids"][i], "attention_mask": encoded["attention_mask"][i], "labels": labels[i]}
+            for i in range(64)]
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=16, learning_rate=1e-3,
+                             report_to=[], save_strategy="no", use_cpu=True, remove_unused_columns=False)
+    trainer = LTSFTTrainer(model=module, args=args, train_dataset=data, dense_steps=3, sparse_steps=3,
+                           peft_model=peft_student, data_collator=DataCollatorWithPadding(bilingual.tokenizer))
+    trainer.train()
+    assert peft_student.peft_config["default"].phase == "sparse"
+    assert sum(peft_student.peft_config["default"].selected_counts.values()) == 500
+    optimised = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert all(id(p) not in optimised for p in teacher_task.parameters())
