@@ -264,17 +264,24 @@ def _extend_enum(enum_cls: type[enum.Enum], name: str) -> None:
 
 
 class _PeftImportHook(importlib.abc.MetaPathFinder):
-    """Runs the peft registration right after ``import peft`` finishes."""
+    """Runs the peft registration right after ``import peft`` finishes.
+
+    ``find_spec`` is also called by mere probes (``importlib.util.find_spec("peft")`` in transformers'
+    availability checks), so the hook stays on ``sys.meta_path`` until peft is actually executed.
+    """
 
     def find_spec(self, fullname, path, target=None):
         if fullname != "peft":
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("peft")
-        if spec is None or spec.loader is None:
-            return spec
-        spec.loader = _RegisterAfter(spec.loader)
-        return spec
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and not isinstance(spec.loader, _RegisterAfter):
+                    spec.loader = _RegisterAfter(spec.loader)
+                return spec
+        return None
 
 
 class _RegisterAfter(importlib.abc.Loader):
@@ -289,4 +296,5 @@ class _RegisterAfter(importlib.abc.Loader):
         if module.__spec__ is not None:
             module.__spec__.loader = self._loader
         self._loader.exec_module(module)
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _PeftImportHook)]
         _register_peft_methods()

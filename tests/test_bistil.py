@@ -141,3 +141,46 @@ def test_task_distillation_with_lt_sft(bilingual, corpus, tmp_path):
     assert sum(peft_student.peft_config["default"].selected_counts.values()) == 500
     optimised = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
     assert all(id(p) not in optimised for p in teacher_task.parameters())
+
+
+def test_distill_command(tmp_path, corpus):
+    import json
+    import subprocess
+    import sys
+
+    en, id_ = corpus
+    model, tokenizer = random_teacher(en[:300] + id_[:300], vocab_size=500, layers=4)
+    model.save_pretrained(tmp_path / "teacher")
+    tokenizer.save_pretrained(tmp_path / "teacher")
+    (tmp_path / "en.txt").write_text("\n".join(en[:200]))
+    (tmp_path / "id.txt").write_text("\n".join(id_[:200]))
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_plugins.cli", "distill", "--teacher", str(tmp_path / "teacher"),
+         "--source-text", str(tmp_path / "en.txt"), "--target-text", str(tmp_path / "id.txt"),
+         "--steps", "2", "--batch-size", "8", "--output-dir", str(tmp_path / "student")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "student parameters" in result.stdout
+    info = json.loads((tmp_path / "student" / "bistil.json").read_text())
+    assert info["layer_map"] == [1, 3] and info["student_parameters"] < info["teacher_parameters"]
+    from transformers import AutoModel
+
+    assert AutoModel.from_pretrained(tmp_path / "student").config.num_hidden_layers == 2
+
+
+def test_recipe_runs_end_to_end(tmp_path):
+    import json
+
+    from hf_plugins.recipes import run_recipe
+
+    out = run_recipe("bistil-en-id", ["--tiny", "--output-dir", str(tmp_path / "run")])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for key in ("student_accuracy_id", "teacher_accuracy_id", "student_parameters", "teacher_parameters"):
+        assert key in metrics["test"]
+    assert metrics["test"]["student_parameters"] < metrics["test"]["teacher_parameters"]
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert not any("lt_sft" in n for n, _ in model.named_parameters())
+    assert "Ansell" in (tmp_path / "run" / "README.md").read_text()

@@ -72,7 +72,8 @@ def test_builtin_models_resolve_through_auto_classes():
 def test_peft_methods_join_peft_in_a_fresh_process():
     out = run_python(
         """
-        import hf_plugins, json
+        import hf_plugins, json, importlib.util
+        importlib.util.find_spec("peft")  # a probe (as transformers does) must not disarm the hook
         import peft
         from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
         names = [n for n, s in hf_plugins.registered_plugins().items() if s.kind == "peft"]

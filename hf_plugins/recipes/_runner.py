@@ -35,7 +35,7 @@ def run(recipe, args) -> str:
         dataloader_num_workers=0,
         remove_unused_columns=False,
         use_cpu=on_cpu,
-        ddp_backend="gloo" if on_cpu else None,
+        ddp_backend="gloo" if on_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
     )
     if plan.eval_dataset is not None:
         defaults.update(eval_strategy="steps", eval_steps=max(1, max_steps // 4))
