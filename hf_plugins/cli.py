@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import pkgutil
 import sys
 
@@ -109,7 +110,8 @@ def cmd_train(args, rest) -> int:
         parser.print_help()
         return 0
     output = run(recipe, parser.parse_args(rest))
-    print(f"wrote {output}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only the main process wrote the folder
+        print(f"wrote {output}")
     return 0
 
 
