@@ -123,9 +123,13 @@ def cmd_evaluate(args, rest) -> int:
 
 
 def cmd_publish(args, rest) -> int:
-    from .hub import publish
+    from .hub import PublishError, publish
 
-    url = publish(args.folder, args.repo_id, private=args.private, token=args.token)
+    try:
+        url = publish(args.folder, args.repo_id, private=args.private, token=args.token)
+    except PublishError as exc:
+        print(f"hf-plugins: error: {exc}", file=sys.stderr)
+        return 2
     print(f"published {args.folder} to {url}")
     return 0
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file
 
 RECIPE = "patchtsmixer-demo"
@@ -40,3 +41,14 @@ def test_two_process_training_saves_once(tmp_path):
     siblings = [p.name for p in tmp_path.iterdir()]
     assert siblings == ["run"], siblings
     assert result.stdout.count("wrote ") == 1
+
+
+def test_evaluate_reloads_a_trained_folder(tmp_path):
+    from hf_plugins.recipes import run_recipe
+
+    out = run_recipe(RECIPE, ["--tiny", "--max-steps", "2", "--output-dir", str(tmp_path / "run")])
+    saved = json.loads((Path(out) / "metrics.json").read_text())["test"]
+    result = subprocess.run([sys.executable, "-m", "hf_plugins.cli", "evaluate", out], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    again = json.loads(result.stdout[result.stdout.index("{"):])
+    assert again["test_loss"] == pytest.approx(saved["test_loss"], rel=1e-5)
