@@ -45,7 +45,7 @@ def main() -> None:
     from hf_plugins.peft_methods.lt_sft.trainer import LTSFTTrainer
     from hf_plugins.recipes.bistil import _accuracy, _encode, _with_head, gettext_topic_data
 
-    steps = dict(distill=20, teacher=20, task=20) if args.quick else dict(distill=300, teacher=200, task=300)
+    steps = dict(distill=10, teacher=10, task=10) if args.quick else dict(distill=200, teacher=150, task=200)
     per_topic = 120 if args.quick else 500
     data = gettext_topic_data(per_topic=per_topic, seed=args.seed)
     train, test = data["train"], data["test"]
@@ -66,10 +66,10 @@ def main() -> None:
     def targs(max_steps, lr):
         return TrainingArguments(output_dir=scratch_dir, max_steps=max_steps, learning_rate=lr, report_to=[],
                                  save_strategy="no", use_cpu=True, remove_unused_columns=False,
-                                 per_device_train_batch_size=32, logging_steps=50, seed=args.seed, disable_tqdm=True)
+                                 per_device_train_batch_size=16, logging_steps=50, seed=args.seed, disable_tqdm=True)
 
     # phase 1: bilingual distillation
-    phase1 = bilingual_dataset(tok, [s for s, _ in pairs], [t for _, t in pairs], max_length=48, seed=args.seed)
+    phase1 = bilingual_dataset(tok, [s for s, _ in pairs], [t for _, t in pairs], max_length=32, seed=args.seed)
     module = DistillationModule(bilingual.teacher, bilingual.student, bilingual.layer_map)
     Trainer(model=module, args=targs(steps["distill"], 1e-4), train_dataset=phase1, data_collator=collate).train()
 
