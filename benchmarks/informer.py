@@ -1,0 +1,313 @@
+"""InformerLSTF against transformers' InformerForPrediction: time and peak memory, in one process.
+
+    python benchmarks/informer.py                  # attention alone + whole model, issue sizes
+    python benchmarks/informer.py --quick          # smaller sizes, fewer repeats
+    python benchmarks/informer.py --part model --model-sizes 96:24,336:96
+    python benchmarks/informer.py --accuracy outputs/informer-h24 outputs/informer-h48   # tabulate runs
+
+Both implementations run interleaved (ours, anchor, ours, anchor...) in this process with the same sizes,
+the same inputs and the same thread count; the figures are medians over the repeats. Each forward+backward
+is timed in wall-clock and process CPU seconds (CPU time is less disturbed by other jobs on a shared
+machine). Peak memory is the high-water mark of the tensor storage created during one separate
+forward+backward (activations, temporaries, gradients; not the parameters and inputs made before),
+tracked op by op with a TorchDispatchMode.
+
+Attention alone: d_model 512, 8 heads, batch 8, fwd+bwd of one self-attention layer (projections
+included): ours (ProbSparse, shared and per-query key samples) vs ``InformerProbSparseAttention``.
+Whole model: the paper's ETTh1 size (d_model 512, 8 heads, 2 encoder + 1 decoder layers, d_ff 2048,
+factor 5, distilling), batch 32, 7 channels, 4 time features, fwd+bwd of the training loss: ours (MSE
+head, label_length 48) vs ``InformerForPrediction`` (Student-t NLL, teacher-forced decoder, lags [1]).
+
+Results go to stdout and to the section of this command in ``benchmarks/results/informer.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+RESULTS = Path(__file__).resolve().parent / "results" / "informer.md"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes and 2 repeats")
+    parser.add_argument("--part", choices=("attention", "core", "model", "all"), default="all",
+                        help="attention layer, attention core (no projections), whole model, or all three")
+    parser.add_argument("--lengths", default=None, help="attention lengths, e.g. 96,384,1536,3072")
+    parser.add_argument("--model-sizes", default=None, help="context:horizon list, e.g. 96:24,336:96,720:720")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--accuracy", nargs="+", default=None, metavar="RUN_DIR",
+                        help="instead: tabulate test metrics of folders written by `hf-plugins train informer-etth1`")
+    args = parser.parse_args(argv)
+    command = "python benchmarks/informer.py " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    if args.accuracy:
+        table = accuracy_table(args.accuracy)
+        return _emit(f"Accuracy: `{command.strip()}`", table, args.no_write)
+
+    torch.set_num_threads(args.threads)
+    repeats = args.repeats or (2 if args.quick else 3)
+    lengths = _ints(args.lengths) or ([96, 384, 1536] if args.quick else [96, 384, 1536, 3072])
+    sizes = _pairs(args.model_sizes) or ([(96, 24)] if args.quick else [(96, 24), (336, 96), (720, 720)])
+    blocks = [_machine_line(args.threads, repeats)]
+    if args.part in ("attention", "all"):
+        blocks.append(attention_table(lengths, repeats))
+        print(blocks[-1], flush=True)
+    if args.part in ("core", "all"):
+        blocks.append(attention_table(lengths, repeats, core=True))
+        print(blocks[-1], flush=True)
+    if args.part in ("model", "all"):
+        blocks.append(model_table(sizes, repeats))
+        print(blocks[-1], flush=True)
+    blocks.append(_machine_line(args.threads, repeats, end=True))
+    return _emit(f"Speed and memory: `{command.strip()}`", "\n\n".join(blocks), args.no_write)
+
+
+# -- attention alone ------------------------------------------------------------------------------------
+
+
+def attention_table(lengths, repeats, batch=8, d_model=512, heads=8, factor=5, core=False) -> str:
+    """One self-attention layer fwd+bwd; with ``core`` the four projections of both implementations are
+    replaced by identities, leaving what differs: scoring, selection, attention, lazy-query filling."""
+    from transformers.models.informer.modeling_informer import InformerProbSparseAttention
+
+    from hf_plugins.configuration.informer_lstf import InformerLSTFConfig
+    from hf_plugins.modeling.informer_lstf_attention import InformerLSTFAttention
+
+    rows = []
+    for length in lengths:
+        torch.manual_seed(0)
+        impls = {}
+        for sampling in ("shared", "per_query"):
+            config = InformerLSTFConfig(d_model=d_model, num_attention_heads=heads, sampling_factor=factor,
+                                        probsparse_sampling=sampling, attention_dropout=0.0)
+            impls[f"ours ({sampling})"] = InformerLSTFAttention(config, "encoder").train()
+        hf = InformerProbSparseAttention(d_model, heads, dropout=0.0, sampling_factor=factor).train()
+        impls["transformers prob"] = hf
+        if core:
+            for module in impls.values():
+                for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+                    setattr(module, name, torch.nn.Identity())
+        x = torch.randn(batch, length, d_model)
+
+        def step(module, x=x):
+            h = x.clone().requires_grad_()
+            out = module(h)
+            out = out[0] if isinstance(out, tuple) else out
+            out.float().pow(2).mean().backward()
+
+        results = _measure({name: (lambda m=m: step(m)) for name, m in impls.items()}, repeats)
+        rows.append((length, results))
+        print(f"  attention{' core' if core else ''} L={length}: " + ", ".join(f"{k} {v['wall']:.3f}s" for k, v in results.items()), flush=True)
+    what = ("Attention core (q/k/v/out projections replaced by identities in both" if core
+            else "Attention alone (one self-attention layer with its projections")
+    header = (f"{what}; fwd+bwd, batch {batch}, d_model {d_model}, {heads} heads, "
+              f"factor {factor}; median of {repeats}):\n\n")
+    return header + _table(rows, "L", anchor="transformers prob", ours="ours (shared)")
+
+
+# -- whole model ----------------------------------------------------------------------------------------
+
+
+def model_table(sizes, repeats, batch=32, channels=7, time_features=4, label_length=48) -> str:
+    from transformers import InformerConfig, InformerForPrediction
+
+    from hf_plugins.configuration.informer_lstf import InformerLSTFConfig
+    from hf_plugins.modeling.informer_lstf import InformerLSTFForPrediction
+
+    paper = dict(d_model=512, encoder_layers=2, decoder_layers=1)
+    rows = []
+    for context, horizon in sizes:
+        torch.manual_seed(0)
+        ours = InformerLSTFForPrediction(InformerLSTFConfig(
+            input_size=channels, context_length=context, label_length=min(label_length, context),
+            prediction_length=horizon, num_attention_heads=8, ffn_dim=2048, sampling_factor=5, **paper)).train()
+        hf = InformerForPrediction(InformerConfig(
+            input_size=channels, context_length=context, prediction_length=horizon, lags_sequence=[1],
+            num_time_features=time_features, encoder_attention_heads=8, decoder_attention_heads=8,
+            encoder_ffn_dim=2048, decoder_ffn_dim=2048, attention_type="prob", sampling_factor=5, distil=True,
+            dropout=0.05, encoder_layerdrop=0.0, decoder_layerdrop=0.0, activation_function="gelu", **paper)).train()
+        g = torch.Generator().manual_seed(0)
+        past = torch.randn(batch, context + 1, channels, generator=g)
+        past_tf = torch.rand(batch, context + 1, time_features, generator=g) - 0.5
+        future = torch.randn(batch, horizon, channels, generator=g)
+        future_tf = torch.rand(batch, horizon, time_features, generator=g) - 0.5
+
+        def step_ours():
+            ours(past_values=past[:, 1:], past_time_features=past_tf[:, 1:], future_values=future,
+                 future_time_features=future_tf).loss.backward()
+            ours.zero_grad(set_to_none=True)
+
+        def step_hf():
+            hf(past_values=past, past_time_features=past_tf, past_observed_mask=torch.ones_like(past),
+               future_values=future, future_time_features=future_tf).loss.backward()
+            hf.zero_grad(set_to_none=True)
+
+        results = _measure({"ours": step_ours, "transformers": step_hf}, repeats)
+        params = {"ours": sum(p.numel() for p in ours.parameters()), "transformers": sum(p.numel() for p in hf.parameters())}
+        for name in results:
+            results[name]["params"] = params[name]
+        rows.append((f"{context} -> {horizon}", results))
+        print(f"  model {context}->{horizon}: " + ", ".join(f"{k} {v['wall']:.2f}s" for k, v in results.items()), flush=True)
+        del ours, hf
+    header = (f"Whole model (training loss fwd+bwd, batch {batch}, {channels} channels, d_model 512, 8 heads, "
+              f"2+1 layers, d_ff 2048, factor 5; ours label_length {label_length}; median of {repeats}):\n\n")
+    return header + _table(rows, "context -> horizon", anchor="transformers", ours="ours")
+
+
+# -- measurement ----------------------------------------------------------------------------------------
+
+
+def _measure(steps: dict, repeats: int) -> dict:
+    """Warm up each step, then time them interleaved; then one memory-tracked run of each."""
+    for fn in steps.values():
+        fn()
+    wall = {name: [] for name in steps}
+    cpu = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    results = {}
+    for name, fn in steps.items():
+        with _PeakTensorMemory() as tracker:
+            fn()
+        results[name] = {"wall": statistics.median(wall[name]), "cpu": statistics.median(cpu[name]),
+                         "peak_mb": tracker.peak / 2**20}
+    return results
+
+
+class _PeakTensorMemory(TorchDispatchMode):
+    """High-water mark of the bytes held by tensor storages created inside the block.
+
+    Every aten op's outputs are recorded with a weak reference to their storage; a storage counts until
+    it is freed. Parameters and inputs made before the block are not counted: the figure is what one
+    training step adds (activations kept for backward, temporaries, gradients).
+    """
+
+    def __enter__(self):
+        self.live = {}
+        self.current = self.peak = 0
+        return super().__enter__()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
+            self.current -= self.live.pop(key)[1]
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key and key not in self.live:
+                    self.live[key] = (StorageWeakRef(storage), storage.nbytes())
+                    self.current += storage.nbytes()
+        self.peak = max(self.peak, self.current)
+        return out
+
+
+def _table(rows, key_name, anchor, ours) -> str:
+    names = list(rows[0][1])
+    lines = [f"| {key_name} | implementation | wall s | CPU s | peak MB | anchor/ours wall | anchor/ours CPU | ours/anchor peak |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for key, results in rows:
+        a = results[anchor]
+        for name in names:
+            r = results[name]
+            if name == anchor:
+                ratio = "", "", ""
+            else:
+                ratio = (f"{a['wall'] / r['wall']:.2f}x", f"{a['cpu'] / r['cpu']:.2f}x", f"{r['peak_mb'] / a['peak_mb']:.2f}")
+            bold = "**" if name == ours else ""
+            lines.append(f"| {key} | {bold}{name}{bold} | {r['wall']:.3f} | {r['cpu']:.3f} | {r['peak_mb']:.0f} | "
+                         f"{ratio[0]} | {ratio[1]} | {ratio[2]} |")
+    return "\n".join(lines)
+
+
+def _machine_line(threads, repeats, end=False) -> str:
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if end:
+        return f"Load average at the end: {load}."
+    import transformers
+
+    return (f"{when}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+            f"transformers {transformers.__version__}, {threads} thread(s), {repeats} repeats; load average at the "
+            f"start: {load} (a shared machine: wall times are noisy, CPU times less so).")
+
+
+# -- accuracy runs --------------------------------------------------------------------------------------
+
+PAPER_ETTH1_M = {24: (0.577, 0.549), 48: (0.685, 0.625), 168: (0.931, 0.752), 336: (1.128, 0.873), 720: (1.215, 0.896)}
+
+
+def accuracy_table(folders) -> str:
+    lines = ["| horizon | features | attention | context/label | epochs trained | test MSE | test MAE | paper MSE / MAE | command |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    budget_limited = False
+    for folder in folders:
+        metrics = json.loads((Path(folder) / "metrics.json").read_text())
+        config = json.loads((Path(folder) / "config.json").read_text())
+        a, test = metrics["args"], metrics.get("test", {})
+        paper = PAPER_ETTH1_M.get(config["prediction_length"]) if a.get("features") == "M" else None
+        keys = ("horizon", "features", "attention") + (() if a.get("max_steps") else ("epochs",))
+        options = " ".join(f"--{k.replace('_', '-')} {a[k]}" for k in keys if a.get(k) is not None)
+        if a.get("max_steps"):
+            options += f" --max-steps {a['max_steps']}"
+        lines.append(
+            f"| {config['prediction_length']} | {a.get('features')} | {config['attention_type']} | "
+            f"{config['context_length']}/{config['label_length']} | {metrics['train'].get('epoch', float('nan')):.2f} | "
+            f"{test.get('test_mse', float('nan')):.3f} | {test.get('test_mae', float('nan')):.3f} | "
+            f"{'%.3f / %.3f' % paper if paper else 'n/a'} | `hf-plugins train informer-etth1 {options}` |")
+        budget_limited = budget_limited or bool(a.get("max_steps"))
+    if budget_limited:
+        lines.append("\nRuns with `--max-steps` stop before the paper's protocol (up to 6 epochs, early stopping, "
+                     "learning rate halved per epoch): their figures are budget-limited, not a reproduction.")
+    return "\n".join(lines)
+
+
+# -- output ---------------------------------------------------------------------------------------------
+
+
+def _emit(title: str, body: str, no_write: bool) -> int:
+    print(f"\n## {title}\n\n{body}\n")
+    if no_write:
+        return 0
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    text = RESULTS.read_text() if RESULTS.exists() else "# InformerLSTF benchmarks\n"
+    sections = text.split("\n## ")
+    head, rest = sections[0], [s for s in sections[1:] if not s.startswith(title)]
+    new = "\n## ".join([head.rstrip("\n") + "\n", *[s.rstrip("\n") + "\n" for s in rest], f"{title}\n\n{body}\n"])
+    tmp = RESULTS.with_suffix(".md.tmp")
+    tmp.write_text(new)
+    os.replace(tmp, RESULTS)
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+def _ints(text):
+    return [int(x) for x in text.split(",")] if text else None
+
+
+def _pairs(text):
+    return [tuple(int(v) for v in x.split(":")) for x in text.split(",")] if text else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
