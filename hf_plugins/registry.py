@@ -228,24 +228,46 @@ def _hook_peft() -> None:
         sys.meta_path.insert(0, _PeftImportHook())
 
 
-def _register_peft_methods() -> None:
+def register_peft_methods() -> None:
+    """Register every peft plugin with peft (peft must be imported; safe to call any number of times).
+
+    Each method's name is added to ``peft.PeftType`` at once. Its classes are registered as soon as they
+    can be imported; a method whose module is itself still being imported (its ``import peft`` is what
+    triggered this) is skipped quietly, and each module of the method calls this function on its last line.
+    """
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
     from peft.utils import register_peft_method
     from peft.utils.peft_types import PeftType
 
     with _lock:
-        for spec in list(_specs.values()):
-            if spec.kind != "peft" or spec.name in _peft_registered:
-                continue
+        pending = [s for s in _specs.values() if s.kind == "peft" and s.name not in _peft_registered]
+        for spec in pending:
+            _extend_enum(PeftType, spec.name.upper())
+        for spec in pending:
             try:
                 config_cls, model_cls = import_object(spec.config), import_object(spec.peft_model)
             except Exception as exc:  # one broken method must not take the others down with it
-                logger.warning("peft method %r from %s could not be imported: %s", spec.name, spec.distribution, exc)
+                if not (_initializing(spec.config) or _initializing(spec.peft_model)):
+                    logger.warning("peft method %r from %s could not be imported: %s", spec.name, spec.distribution, exc)
                 continue
-            _extend_enum(PeftType, spec.name.upper())
             if PeftType[spec.name.upper()] not in PEFT_TYPE_TO_CONFIG_MAPPING:
                 register_peft_method(name=spec.name, config_cls=config_cls, model_cls=model_cls, prefix=spec.prefix)
             _peft_registered.add(spec.name)
+
+
+_register_peft_methods = register_peft_methods
+
+
+def _initializing(path) -> bool:
+    """Whether a module of the package of ``"package.module:Class"`` is in the middle of its own import."""
+    if not isinstance(path, str):
+        return False
+    package = path.partition(":")[0].rpartition(".")[0]
+    return any(
+        (name == package or name.startswith(package + "."))
+        and bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+        for name, module in list(sys.modules.items())
+    )
 
 
 def _extend_enum(enum_cls: type[enum.Enum], name: str) -> None:

@@ -63,3 +63,9 @@ class LTSFTConfig(PeftConfig):
             self.target_modules = set(self.target_modules)
         if isinstance(self.exclude_modules, list):
             self.exclude_modules = set(self.exclude_modules)
+
+
+# `import peft` above may have run the registry while this module was half-imported: finish it now.
+from ...registry import register_peft_methods  # noqa: E402
+
+register_peft_methods()

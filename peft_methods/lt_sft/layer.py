@@ -171,3 +171,9 @@ class Embedding(nn.Module, LTSFTLayer):
 
     def __repr__(self) -> str:
         return "lt_sft." + super().__repr__()
+
+
+# `import peft` may have run the registry while this package was half-imported: finish it now.
+from ...registry import register_peft_methods  # noqa: E402
+
+register_peft_methods()

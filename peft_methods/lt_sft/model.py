@@ -124,3 +124,9 @@ class LTSFTModel(BaseTuner):
             if adapter_name in module.lt_sft_values:
                 out[key] = (module.lt_sft_indices[adapter_name], module.lt_sft_values[adapter_name].detach())
         return out
+
+
+# `import peft` may have run the registry while this package was half-imported: finish it now.
+from ...registry import register_peft_methods  # noqa: E402
+
+register_peft_methods()
