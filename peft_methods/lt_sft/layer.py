@@ -124,53 +124,43 @@ class LTSFTLayer(BaseTunerLayer):
                     flat[self.lt_sft_indices[name]] = original
 
 
-class Linear(nn.Module, LTSFTLayer):
+class _LTSFTModule(nn.Module, LTSFTLayer):
+    """Shared life cycle of the wrapped layers; subclasses say how the effective weight is applied."""
+
+    def __init__(self, base_layer: nn.Module, adapter_name: str, count: Optional[int] = None, **kwargs):
+        super().__init__()
+        LTSFTLayer.__init__(self, base_layer, **kwargs)
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, count)
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        base = self.get_base_layer()
+        if self.disable_adapters and self.merged:
+            self.unmerge()
+        if self.disable_adapters or not self._pending_adapters():
+            return base(x, *args, **kwargs)
+        return self._apply_weight(x, self._effective_weight())
+
+    def _apply_weight(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return "lt_sft." + super().__repr__()
+
+
+class Linear(_LTSFTModule):
     """``nn.Linear`` with LT-SFT differences on its weight."""
 
-    def __init__(self, base_layer: nn.Linear, adapter_name: str, count: Optional[int] = None, **kwargs):
-        super().__init__()
-        LTSFTLayer.__init__(self, base_layer, **kwargs)
-        self._active_adapter = adapter_name
-        self.update_layer(adapter_name, count)
-
-    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        base = self.get_base_layer()
-        if self.disable_adapters:
-            if self.merged:
-                self.unmerge()
-            return base(x, *args, **kwargs)
-        if not self._pending_adapters():
-            return base(x, *args, **kwargs)
-        return F.linear(x, self._effective_weight(), base.bias)
-
-    def __repr__(self) -> str:
-        return "lt_sft." + super().__repr__()
+    def _apply_weight(self, x, weight):
+        return F.linear(x, weight, self.get_base_layer().bias)
 
 
-class Embedding(nn.Module, LTSFTLayer):
+class Embedding(_LTSFTModule):
     """``nn.Embedding`` with LT-SFT differences on its weight."""
 
-    def __init__(self, base_layer: nn.Embedding, adapter_name: str, count: Optional[int] = None, **kwargs):
-        super().__init__()
-        LTSFTLayer.__init__(self, base_layer, **kwargs)
-        self._active_adapter = adapter_name
-        self.update_layer(adapter_name, count)
-
-    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    def _apply_weight(self, x, weight):
         base = self.get_base_layer()
-        if self.disable_adapters:
-            if self.merged:
-                self.unmerge()
-            return base(x, *args, **kwargs)
-        if not self._pending_adapters():
-            return base(x, *args, **kwargs)
-        return F.embedding(
-            x, self._effective_weight(), base.padding_idx, base.max_norm, base.norm_type,
-            base.scale_grad_by_freq, base.sparse,
-        )
-
-    def __repr__(self) -> str:
-        return "lt_sft." + super().__repr__()
+        return F.embedding(x, weight, base.padding_idx, base.max_norm, base.norm_type, base.scale_grad_by_freq, base.sparse)
 
 
 # `import peft` may have run the registry while this package was half-imported: finish it now.
