@@ -119,10 +119,7 @@ def build(args) -> RecipePlan:
         test_dataset=data["test"],
         training_args=dict(learning_rate=lr, warmup_steps=0.1, lr_scheduler_type="cosine", weight_decay=0.1,
                            adam_beta2=0.98, adam_epsilon=1e-6, per_device_train_batch_size=32,
-                           label_names=["labels"], metric_for_best_model="accuracy",
-                           # the runner's ddp_backend="gloo" makes accelerate query a process group that a
-                           # single CPU process never creates; keep it for torchrun / accelerate launch only
-                           ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None),
+                           label_names=["labels"], metric_for_best_model="accuracy"),
         trainer_kwargs={"compute_metrics": compute_accuracy, "processing_class": extractor},
         evaluate=evaluate,
         plots=plot_confusion,

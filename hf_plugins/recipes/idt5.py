@@ -346,9 +346,6 @@ def _build(args, pairs: dict, task: str, max_target_length: int) -> RecipePlan:
         warmup_steps=0 if tiny else 20,
         weight_decay=0.0,
     )
-    if "WORLD_SIZE" not in os.environ:
-        # the runner asks for gloo on CPU; outside torchrun that needs a process group nobody started
-        training_args["ddp_backend"] = None
     return RecipePlan(
         model=model,
         train_dataset=datasets["train"],

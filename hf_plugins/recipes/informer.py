@@ -98,10 +98,6 @@ def build(args) -> RecipePlan:
         greater_is_better=False,
         logging_steps=50 if not tiny else 5,
     )
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        # The runner asks for ddp_backend="gloo" on CPU; accelerate 1.15 then calls get_world_size() on a
-        # process group that a plain `python` run never creates. Single process: no backend.
-        training_args["ddp_backend"] = None
     if getattr(args, "max_steps", None) is None:
         training_args.update(max_steps=20 if tiny else -1, num_train_epochs=1 if tiny else epochs)
 

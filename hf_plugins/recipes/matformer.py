@@ -120,8 +120,6 @@ def build(args) -> RecipePlan:
             max_grad_norm=1.0,
             # --tiny (smoke tests): validate once, at the end, instead of every quarter of the run.
             **({"eval_steps": getattr(args, "max_steps", None) or 600} if tiny else {}),
-            # The runner asks for gloo on CPU; outside torchrun that fails in accelerate, so only under it.
-            **({} if "WORLD_SIZE" in os.environ else {"ddp_backend": None}),
         ),
         trainer_class=MatFormerTrainer,
         trainer_kwargs={"processing_class": tokenizer},

@@ -202,8 +202,6 @@ def _build(args, splits, context, horizon, card, tiny_train, default_steps, val_
         warmup_steps=0 if args.tiny else 50,
         weight_decay=0.0,
     )
-    if not _distributed():  # the runner asks for gloo on CPU, which needs torchrun's environment
-        training_args["ddp_backend"] = None
     training_args.update(eval_strategy="steps", eval_steps=eval_every)
 
     def evaluate(trained, dataset):

@@ -144,7 +144,6 @@ def build(args) -> RecipePlan:
             lr_scheduler_type="cosine",
             warmup_steps=0.05,
             max_grad_norm=1.0,
-            **({} if "WORLD_SIZE" in os.environ else {"ddp_backend": None}),
         ),
         trainer_kwargs={"processing_class": tokenizer},
         evaluate=evaluate,
