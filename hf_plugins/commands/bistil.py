@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 
+from .._io import atomic_directory
 from . import read_text_lines
 
 
@@ -62,21 +62,14 @@ def run(args, rest) -> int:
         )
         Trainer(model=module, args=training, train_dataset=data,
                 data_collator=DataCollatorWithPadding(bilingual.tokenizer)).train()
-    out = os.path.abspath(args.output_dir)
-    tmp = tempfile.mkdtemp(prefix=".distill-", dir=os.path.dirname(out) or ".")
-    try:
+    after = sum(p.numel() for p in bilingual.student.parameters())
+    with atomic_directory(args.output_dir) as tmp:
         bilingual.student.save_pretrained(tmp, safe_serialization=True)
         bilingual.tokenizer.save_pretrained(tmp)
-        after = sum(p.numel() for p in bilingual.student.parameters())
         with open(os.path.join(tmp, "bistil.json"), "w") as fh:
             json.dump({"teacher": args.teacher, "layer_map": bilingual.layer_map, "teacher_parameters": before,
                        "student_parameters": after, "vocabulary": bilingual.vocabulary.stats}, fh, indent=2)
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    out = os.path.abspath(args.output_dir)
     print(f"teacher parameters: {before:,}; student parameters: {after:,} ({after / before:.1%})")
     print(f"wrote {out}")
     return 0

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
+from .._io import atomic_directory
 from . import read_text_lines
 
 
@@ -47,18 +46,9 @@ def cmd_prune_vocab(args, rest) -> int:
     before, after = pruned.stats["original_parameters"], pruned.stats["pruned_parameters"]
     coverage = vocabulary_coverage(pruned.tokenizer, texts)
     output = os.path.abspath(args.output_dir)
-    parent = os.path.dirname(output)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}-", dir=parent)
-    try:
+    with atomic_directory(output) as tmp:
         pruned.model.save_pretrained(tmp, safe_serialization=True)
         pruned.tokenizer.save_pretrained(tmp)
-        if os.path.exists(output):
-            shutil.rmtree(output)
-        os.rename(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(f"model:        {type(model).__name__} -> {type(pruned.model).__name__}")
     print(f"vocabulary:   {pruned.stats['original_size']:,} -> {pruned.stats['kept']:,} pieces "
           f"({pruned.stats['kept_fraction']:.1%} kept)")

@@ -30,14 +30,12 @@ def parse_widths(text: str):
 
 
 def cmd_extract(args, rest) -> int:
-    import os
-    import shutil
-    import tempfile
     from pathlib import Path
 
     import hf_plugins  # noqa: F401  (registers MatFormer with the Auto classes)
     from transformers import AutoModelForCausalLM
 
+    from .._io import atomic_directory
     from ..matformer_utils import mix_n_match_configurations
 
     model = AutoModelForCausalLM.from_pretrained(args.model_dir)
@@ -46,17 +44,9 @@ def cmd_extract(args, rest) -> int:
     widths = parse_widths(args.widths)
     sub = model.extract_submodel(widths)
     out = Path(args.output_dir).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         sub.save_pretrained(tmp, safe_serialization=True)
         _copy_tokenizer(args.model_dir, tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     full, small = model.num_parameters(), sub.num_parameters()
     print(f"extracted {args.widths} -> FFN widths {sub.config.layer_intermediate_sizes}")
     print(f"parameters: {small:,} of {full:,} ({100.0 * small / full:.1f}%); wrote {out}")

@@ -7,8 +7,9 @@ import logging
 import os
 import platform
 import shutil
-import tempfile
 from pathlib import Path
+
+from .._io import atomic_directory
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +86,7 @@ def run(recipe, args) -> str:
 
 def _write_folder(output_dir: Path, model, trainer, plan, metrics) -> None:
     """Write everything into a temporary sibling, then swap it in: never a half-written folder."""
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
-    try:
+    with atomic_directory(output_dir) as tmp:
         if plan.save is not None:
             plan.save(model, str(tmp))
         else:
@@ -104,17 +103,6 @@ def _write_folder(output_dir: Path, model, trainer, plan, metrics) -> None:
         from ..hub import write_card
 
         write_card(str(tmp))
-        old = None
-        if output_dir.exists():
-            old = output_dir.with_name(f".{output_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            output_dir.rename(old)
-        tmp.rename(output_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _plot_loss(log_history, path: Path) -> str | None:
