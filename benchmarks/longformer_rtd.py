@@ -12,7 +12,11 @@
     texts, then the downstream score of each (``longformer-licence-category``, fine-tuned from each
     discriminator/encoder with the same budget) next to a model trained from scratch.
 
-    python benchmarks/longformer_rtd.py [--quick] [--part speed|sample|all]
+    python benchmarks/longformer_rtd.py [--quick] [--part speed|sample|all] [--work-dir DIR] [--downstream-only]
+
+``--work-dir`` keeps the pretrained folders (``DIR/rtd``, ``DIR/mlm``, ``DIR/scratch``); a later run with the same
+``--work-dir`` reuses any pretraining folder whose ``metrics.json`` has the requested step count, and
+``--downstream-only`` insists on that (no pretraining; only the probe and the fine-tuning run again).
 
 Prints markdown tables and replaces its sections in ``benchmarks/results/longformer_rtd.md``.
 """
@@ -180,12 +184,24 @@ def speed_table(rows, command: str) -> str:
 # -- (a) sample efficiency ---------------------------------------------------------------------------------
 
 
-def sample_efficiency(quick: bool, seed: int, work: Path) -> tuple[list[dict], dict]:
+def sample_efficiency(quick: bool, seed: int, work: Path, downstream_only: bool = False,
+                      fine_tune_steps: int | None = None, fine_tune_lr: float | None = None,
+                      head_lr: float | None = None) -> tuple[list[dict], dict]:
     from hf_plugins.recipes import run_recipe
 
     size = dict(hidden=128, layers=2, heads=4, window=64, length=512, vocab=4096, batch=4,
                 rtd_steps=100 if quick else 400, fine_tune_steps=60 if quick else 150, fine_tune_length=512,
-                fine_tune_lr=3e-4)
+                fine_tune_lr=3e-4, head_lr=3e-3, class_weighting="balanced", pooling="mean")
+    # Fine-tuning: head on the mean-pooled final states, body learning rate 3e-4, the new head 10x that,
+    # class-balanced cross-entropy
+    # (see build_classification: with one learning rate and plain cross-entropy every start point collapsed onto
+    # the majority class within the budget, which made the downstream comparison meaningless).
+    if fine_tune_steps is not None:
+        size["fine_tune_steps"] = fine_tune_steps
+    if fine_tune_lr is not None:
+        size["fine_tune_lr"], size["head_lr"] = fine_tune_lr, 10 * fine_tune_lr
+    if head_lr is not None:
+        size["head_lr"] = head_lr
     common = ["--hidden-size", str(size["hidden"]), "--num-layers", str(size["layers"]), "--num-heads",
               str(size["heads"]), "--attention-window", str(size["window"]), "--max-length", str(size["length"]),
               "--vocab-size", str(size["vocab"]), "--batch-size", str(size["batch"]), "--seed", str(seed)]
@@ -195,12 +211,22 @@ def sample_efficiency(quick: bool, seed: int, work: Path) -> tuple[list[dict], d
     for objective in ("rtd", "mlm", "scratch"):
         start = time.perf_counter()
         pre = None
+        pre_time = None
         if objective != "scratch":
-            pre = run_recipe("longformer-rtd-legal", common + ["--objective", objective, "--max-steps",
-                             str(steps[objective]), "--output-dir", str(work / objective)])
-        pre_time = time.perf_counter() - start
+            pre = str(work / objective)
+            done = _finished_pretraining(work / objective, steps[objective])
+            if done is not None:  # reuse: wall time as recorded by that run
+                pre_time = done
+            elif downstream_only:
+                raise SystemExit(f"--downstream-only: no finished {objective} pretraining with {steps[objective]} "
+                                 f"steps in {work / objective}")
+            else:
+                pre = run_recipe("longformer-rtd-legal", common + ["--objective", objective, "--max-steps",
+                                 str(steps[objective]), "--output-dir", str(work / objective)])
+        pre_time = time.perf_counter() - start if pre_time is None else pre_time
         tune_args = ["--max-length", str(size["fine_tune_length"]), "--batch-size", "8", "--learning-rate",
-                     str(size["fine_tune_lr"]), "--seed",
+                     str(size["fine_tune_lr"]), "--head-learning-rate", str(size["head_lr"]), "--class-weighting",
+                     size["class_weighting"], "--pooling", size["pooling"], "--seed",
                      str(seed), "--max-steps", str(size["fine_tune_steps"]), "--output-dir", str(work / f"{objective}-cls")]
         if pre is not None:
             tune_args += ["--pretrained", pre]
@@ -227,6 +253,18 @@ def sample_efficiency(quick: bool, seed: int, work: Path) -> tuple[list[dict], d
         ))
         print(json.dumps(rows[-1]), flush=True)
     return rows, dict(size=size, step_flops=flops)
+
+
+def _finished_pretraining(folder: Path, steps: int) -> float | None:
+    """The recorded training wall time of a finished pretraining run in ``folder`` with ``steps`` steps, else None."""
+    try:
+        with open(folder / "metrics.json") as fh:
+            metrics = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if metrics.get("max_steps") != steps or not (folder / "discriminator").is_dir():
+        return None
+    return float(metrics["train"]["train_runtime"])
 
 
 def train_step_flops(objective: str, size: dict) -> float:
@@ -343,7 +381,8 @@ def sample_table(rows, meta, command: str) -> str:
         f"(forward + backward; `torch.utils.flop_counter` for the matmuls plus the attention band counted analytically): RTD {f['rtd'] / 1e9:.2f} GFLOP, MLM {f['mlm'] / 1e9:.2f} "
         "GFLOP; MLM gets as many steps as the same total. Downstream: `longformer-licence-category` (8 classes, first "
         f"{s['fine_tune_length']} tokens of each licence, {s['fine_tune_steps']} steps, batch 8, learning rate "
-        f"{s['fine_tune_lr']}), "
+        f"{s['fine_tune_lr']}, classification head {s.get('head_lr', s['fine_tune_lr'])}, class weighting "
+        f"{s.get('class_weighting', 'none')}, head on the {s.get('pooling', 'first-token')} pooling of the final states), "
         "fine-tuned from the RTD discriminator, from the MLM encoder, and from the same architecture untrained; test "
         "split (219 licences). `probe`: the encoder frozen, mean-pooled final states of the same 512 tokens, a "
         "logistic regression fitted on the train split (a more sensitive read-out of the representation than a "
@@ -401,6 +440,14 @@ def main(argv=None) -> None:
     parser.add_argument("--part", choices=("speed", "sample", "all"), default="all")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--work-dir", default=None,
+                        help="keep (and reuse) the pretrained folders here instead of a temporary directory")
+    parser.add_argument("--downstream-only", action="store_true",
+                        help="(a) only: reuse the pretraining in --work-dir, run just the probe and fine-tuning")
+    parser.add_argument("--fine-tune-steps", type=int, default=None, help="(a) fine-tuning steps (default 150)")
+    parser.add_argument("--fine-tune-lr", type=float, default=None, help="(a) encoder learning rate (default 3e-4)")
+    parser.add_argument("--head-lr", type=float, default=None,
+                        help="(a) classification-head learning rate (default 10x the encoder's)")
     args = parser.parse_args(argv)
     command = "python benchmarks/longformer_rtd.py " + " ".join(argv if argv is not None else sys.argv[1:])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -413,8 +460,16 @@ def main(argv=None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-        with tempfile.TemporaryDirectory(prefix="lrtd-bench-") as work:
-            rows, meta = sample_efficiency(args.quick, args.seed, Path(work))
+        if args.downstream_only and not args.work_dir:
+            parser.error("--downstream-only needs --work-dir (where the pretraining was kept)")
+        if args.work_dir:
+            Path(args.work_dir).mkdir(parents=True, exist_ok=True)
+            rows, meta = sample_efficiency(args.quick, args.seed, Path(args.work_dir), args.downstream_only,
+                                           args.fine_tune_steps, args.fine_tune_lr, args.head_lr)
+        else:
+            with tempfile.TemporaryDirectory(prefix="lrtd-bench-") as work:
+                rows, meta = sample_efficiency(args.quick, args.seed, Path(work), False, args.fine_tune_steps,
+                                               args.fine_tune_lr, args.head_lr)
         text = sample_table(rows, meta, command.strip())
         print(text)
         write_section("sample", text)
