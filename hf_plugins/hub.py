@@ -50,6 +50,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ._io import atomic_path
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE = "default"
@@ -482,15 +484,8 @@ def _is_number(value) -> bool:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 __all__ = ["PublishError", "publish", "render_card", "template_path", "write_card"]

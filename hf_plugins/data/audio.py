@@ -19,7 +19,6 @@ import os
 import random
 import shutil
 import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .._io import atomic_path
 from .files import default_cache_dir, resolve_data_file
 
 FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
@@ -259,16 +259,10 @@ def _save_npz(path: Path, split: AudioSplit) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     lengths = np.array([len(w) for w in split.waves], dtype=np.int64)
     audio = np.concatenate(split.waves) if split.waves else np.zeros(0, np.float32)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".words-", suffix=".npz")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         np.savez(tmp, audio=(audio * 32767).astype(np.int16), lengths=lengths, labels=split.labels,
                  meta=np.array(json.dumps({"names": split.names, "groups": split.groups,
                                            "sampling_rate": split.sampling_rate})))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _load_npz(path: Path) -> AudioSplit:

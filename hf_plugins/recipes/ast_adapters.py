@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import atomic_path
 from . import Recipe, RecipePlan, register_recipe
 
 METHODS = ("houlsby", "pfeiffer", "parallel", "conformer", "lora", "full", "linear")
@@ -97,9 +98,8 @@ def build(args) -> RecipePlan:
             with open(path) as fh:
                 adapter_config = json.load(fh)
             adapter_config["base_model_name_or_path"] = None
-            with open(path + ".tmp", "w") as fh:
+            with atomic_path(path) as tmp, open(tmp, "w") as fh:
                 json.dump(adapter_config, fh, indent=2, sort_keys=True)
-            os.replace(path + ".tmp", path)
 
     def load(folder):
         from transformers import ASTForAudioClassification
@@ -399,12 +399,5 @@ def _pretrain(spec: dict, progress: bool) -> dict:
 
 
 def _atomic_savez(path: Path, arrays: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
