@@ -45,6 +45,7 @@ from ..configuration.hybrid_patchtsmixer import HybridPatchTSMixerConfig
 
 __all__ = [
     "CrossChannelReconciliationHead",
+    "MaskDropout",
     "HierarchicalPatchReconciliationHead",
     "HybridPatchTSMixerForPrediction",
     "HybridPatchTSMixerForPredictionOutput",
@@ -76,6 +77,23 @@ class HybridPatchTSMixerForPredictionOutput(PatchTSMixerForPredictionOutput):
     consistency_loss: torch.Tensor | None = None
 
 
+class MaskDropout(nn.Dropout):
+    """``nn.Dropout`` that keeps a one-byte mask for backward instead of a float one.
+
+    On CPU, ``F.dropout`` multiplies by a float noise tensor and autograd keeps it: 4 bytes per element of
+    every dropout in the network. ``torch.native_dropout`` keeps a bool mask. Same distribution and
+    scaling (eval mode is the identity, as before); in a PatchTSMixer training step this is a fifth less
+    activation memory for about 6 % more CPU time (benchmarks/patchtsmixer.py).
+    """
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return inputs
+        if self.p >= 1.0:  # native_dropout would scale by 1 / 0
+            return super().forward(inputs)
+        return torch.native_dropout(inputs, self.p, True)[0]
+
+
 class HybridPatchTSMixerPreTrainedModel(PatchTSMixerPreTrainedModel):
     """Base class: config class, weight init of the reconciliation heads (zero output layers)."""
 
@@ -98,6 +116,14 @@ class HybridPatchTSMixerPreTrainedModel(PatchTSMixerPreTrainedModel):
             init.zeros_(module.bias)
             return
         super()._init_weights(module)
+
+    def post_init(self):
+        """transformers' ``post_init``, after swapping every ``nn.Dropout`` for :class:`MaskDropout`."""
+        for module in list(self.modules()):
+            for name, child in list(module.named_children()):
+                if type(child) is nn.Dropout:
+                    setattr(module, name, MaskDropout(child.p, child.inplace))
+        super().post_init()
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):

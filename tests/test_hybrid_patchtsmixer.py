@@ -303,3 +303,22 @@ def test_recipe_etth1_tiny_with_exogenous_channels_and_pretraining(tmp_path, dat
     assert (tmp_path / "run" / "forecast_vs_truth.png").is_file()
     card = (tmp_path / "run" / "README.md").read_text()
     assert "ekambaram2023tsmixer" in card and "forecast_vs_truth.png" in card
+
+
+def test_dropout_keeps_a_bool_mask_with_the_same_statistics():
+    from hf_plugins.modeling.hybrid_patchtsmixer import MaskDropout
+
+    model = HybridPatchTSMixerForPrediction(small(dropout=0.3, use_cross_channel_head=True, use_hierarchy_head=True))
+    assert not [m for m in model.modules() if type(m) is torch.nn.Dropout]
+    drop = MaskDropout(0.25).train()
+    x = torch.ones(200_000, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = drop(x)
+    assert [t.dtype for t in saved] == [torch.bool]
+    assert abs((y == 0).float().mean().item() - 0.25) < 0.01
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.75))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # gradient flows through the kept entries only, same scale
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(MaskDropout(1.0).train()(x), torch.zeros_like(x))
