@@ -36,6 +36,7 @@ def prob_sparse_attention(
     sampling: str = "shared",
     generator: torch.Generator | None = None,
     return_index: bool = False,
+    return_parts: bool = False,
 ):
     """ProbSparse attention on ``(batch, heads, length, head_dim)`` tensors (Sec. 3.1, Eq. 3-4).
 
@@ -50,6 +51,10 @@ def prob_sparse_attention(
         generator: CPU generator for the key sample (default: torch's global RNG).
         return_index: also return the ``(B, H, u)`` indices of the active queries (``None`` when every
             query is active, i.e. ``u >= L_Q``, where the result equals canonical attention).
+        return_parts: (non-causal only) return ``(out_top, index, mean_value)`` instead of the assembled
+            output: the ``(B, H, u, d)`` outputs of the active queries, their indices, and the ``(B, H, d)``
+            mean of V that every lazy query outputs; ``None`` when every query is active. The attention
+            layer uses it to apply its output projection to ``u`` rows instead of ``L_Q``.
 
     Returns:
         ``(B, H, L_Q, d)`` attention output (and the active-query index if asked).
@@ -61,6 +66,8 @@ def prob_sparse_attention(
     n_sample = min(factor * _ceil_log(k_len), k_len)
     n_top = min(factor * _ceil_log(q_len), q_len)
 
+    if return_parts and (causal or n_top >= q_len):
+        return None
     if n_top >= q_len:  # every query is active: canonical attention
         out = F.scaled_dot_product_attention(query, key, value, is_causal=causal)
         return (out, None) if return_index else out
@@ -79,6 +86,8 @@ def prob_sparse_attention(
         mask = torch.arange(k_len, device=query.device) <= index.unsqueeze(-1)
     out_top = F.scaled_dot_product_attention(q_top, key, value, attn_mask=mask)
 
+    if return_parts:
+        return out_top, index, value.mean(dim=2)
     # Lazy queries (Sec. 3.1: "the rest are filled with the mean"): mean(V); masked self-attention uses
     # the running sum of V, which only sees past values (reference `_get_initial_context`).
     if causal:
@@ -173,6 +182,12 @@ class InformerLSTFAttention(nn.Module):
             generator = None
             if self.deterministic_eval and not self.training:
                 generator = torch.Generator().manual_seed(1000 * (self.kind == "decoder") + self.layer_idx)
+            parts = None
+            if not causal and not self.mix:
+                parts = prob_sparse_attention(query, key, value, factor=self.factor, sampling=self.sampling,
+                                              generator=generator, return_parts=True)
+            if parts is not None:
+                return self._project_sparse(*parts, q_len)
             out = prob_sparse_attention(
                 query, key, value, factor=self.factor, causal=causal, sampling=self.sampling, generator=generator
             )
@@ -184,3 +199,20 @@ class InformerLSTFAttention(nn.Module):
         else:
             out = out.transpose(1, 2).reshape(batch, q_len, -1)
         return self.out_proj(out)
+
+    def _project_sparse(self, out_top, index, mean_value, q_len: int) -> torch.Tensor:
+        """The output projection of a non-causal ProbSparse result, applied to the ``u`` active rows only.
+
+        Every lazy query of head ``h`` outputs ``mean(V_h)``, so a time step whose queries are lazy in every
+        head gets the same vector ``W_o concat_h mean(V_h) + b``; a step that is active in head ``h`` differs
+        from it by ``W_o[:, h] (out_h - mean(V_h))`` (the projection is linear). So the projection costs
+        ``H * u`` rows instead of ``L_Q``: with ``u = c ln L`` a quarter of the layer's matrix products
+        disappears at long inputs, and the result equals ``out_proj`` of the assembled output.
+        """
+        batch, heads, n_top, head_dim = out_top.shape
+        base = self.out_proj(mean_value.reshape(batch, 1, heads * head_dim))  # (B, 1, d_model)
+        weight = self.out_proj.weight.view(-1, heads, head_dim)  # (d_model, H, head_dim)
+        delta = out_top - mean_value.unsqueeze(2).to(out_top.dtype)
+        contribution = torch.einsum("bhuk,ohk->bhuo", delta, weight.to(delta.dtype)).to(base.dtype)  # (B, H, u, d_model)
+        rows = index.reshape(batch, heads * n_top, 1).expand(-1, -1, base.shape[-1])
+        return base.expand(batch, q_len, -1).scatter_add(1, rows, contribution.reshape(batch, heads * n_top, -1))

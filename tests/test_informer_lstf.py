@@ -97,6 +97,29 @@ def test_probsparse_never_builds_a_quadratic_tensor():
             assert probe.largest <= bound < length * length // 4, (sampling, causal, probe.largest)
 
 
+def test_encoder_layer_projects_only_the_active_rows_and_equals_the_assembled_output():
+    """The encoder attention layer applies out_proj to the u active rows plus one shared lazy row; the
+    result (and its gradients) equal out_proj of the assembled (B, L, d) ProbSparse output."""
+    from hf_plugins.modeling.informer_lstf_attention import InformerLSTFAttention
+
+    torch.manual_seed(0)
+    config = InformerLSTFConfig(d_model=32, num_attention_heads=4, sampling_factor=2, attention_dropout=0.0)
+    layer = InformerLSTFAttention(config, "encoder").train()
+    x = torch.randn(3, 120, 32, requires_grad=True)
+    torch.manual_seed(11)
+    ours = layer(x)
+    torch.manual_seed(11)  # the same key sample
+    heads = lambda t: t.view(3, 120, 4, 8).transpose(1, 2)  # noqa: E731
+    out = prob_sparse_attention(heads(layer.q_proj(x)), heads(layer.k_proj(x)), heads(layer.v_proj(x)), factor=2)
+    assembled = layer.out_proj(out.transpose(1, 2).reshape(3, 120, 32))
+    torch.testing.assert_close(ours, assembled)
+    target = torch.randn_like(ours)
+    grads = [torch.autograd.grad((y * target).sum(), [x, layer.out_proj.weight, layer.v_proj.weight]) for y in (ours, assembled)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    assert len({tuple(r.tolist()) for r in ours[0]}) < 120  # lazy time steps share one output row
+
+
 def test_per_query_sampling_matches_the_reference_formula():
     q, k, _ = _qkv(b=1, h=2, length=30, d=4)
     torch.manual_seed(5)
