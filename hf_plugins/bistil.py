@@ -41,6 +41,7 @@ __all__ = [
     "default_layer_map",
     "fit_hidden_projections",
     "random_teacher",
+    "with_classification_head",
 ]
 
 
@@ -252,6 +253,36 @@ class DistillationModule(nn.Module):
 
 
 @torch.no_grad()
+def with_classification_head(encoder, num_labels: int, head_from=None):
+    """A sequence classifier (``AutoModelForSequenceClassification``) around a copy of ``encoder``'s weights.
+
+    ``head_from``: a fine-tuned classifier of the same width (the task teacher) whose head (pooler and
+    classifier) the new model starts from. Task distillation needs it: the student's last layer imitates the
+    teacher's last layer, so the teacher's head already reads it; a fresh random pooler, trained only
+    sparsely under LT-SFT, would have to be learned again from the soft labels.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    config = encoder.config.__class__.from_dict(encoder.config.to_dict())
+    config.num_labels = num_labels
+    model = AutoModelForSequenceClassification.from_config(config)
+    missing = model.base_model.load_state_dict(encoder.state_dict(), strict=False)
+    if missing.unexpected_keys:
+        raise ValueError(f"encoder weights do not fit the classifier: {missing.unexpected_keys[:5]}")
+    if head_from is not None:
+        source = dict(head_from.named_parameters())
+        head = {n: p for n, p in model.named_parameters() if n.startswith("classifier.") or ".pooler." in n}
+        if not head:
+            raise ValueError(f"{type(model).__name__} has no pooler/classifier parameters to copy")
+        with torch.no_grad():
+            for name, param in head.items():
+                if name not in source or source[name].shape != param.shape:
+                    raise ValueError(f"head_from has no parameter {name} of shape {tuple(param.shape)} "
+                                     "(the teacher's head fits the student only at the same width)")
+                param.copy_(source[name])
+    return model
+
+
 def fit_hidden_projections(teacher, tokenizer, texts: Sequence[str], layer_map: Sequence[int], width: int,
                            max_texts: int = 64, max_length: int = 128) -> list[torch.Tensor]:
     """Fixed per-layer PCA projections (teacher width -> ``width``) of the teacher's hidden states.

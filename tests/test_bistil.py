@@ -14,6 +14,7 @@ from hf_plugins.bistil import (
     default_layer_map,
     fit_hidden_projections,
     random_teacher,
+    with_classification_head,
 )
 from hf_plugins.data.indonesian import gettext_pairs
 
@@ -123,11 +124,19 @@ def test_narrower_student_uses_projected_embeddings_and_targets(teacher, corpus)
 def test_task_distillation_with_lt_sft(bilingual, corpus, tmp_path):
     en, id_ = corpus
     labels = [len(t.split()) % 2 for t in en[:64]]
-    teacher_task = BertForSequenceClassification(bilingual.teacher.config)
-    teacher_task.bert.load_state_dict(bilingual.teacher.state_dict(), strict=False)
-    student_task = BertForSequenceClassification(bilingual.student.config)
-    student_task.bert.load_state_dict(bilingual.student.state_dict(), strict=False)
-    peft_student = get_peft_model(student_task, LTSFTConfig(num_tunable_weights=500, task_type="SEQ_CLS"))
+    teacher_task = with_classification_head(bilingual.teacher, 2)
+    assert isinstance(teacher_task, BertForSequenceClassification)
+    student_task = with_classification_head(bilingual.student, 2, head_from=teacher_task)
+    for name in ("bert.pooler.dense.weight", "classifier.weight", "classifier.bias"):  # the teacher's head
+        assert torch.equal(student_task.get_parameter(name), teacher_task.get_parameter(name))
+    torch.testing.assert_close(student_task.bert.embeddings.word_embeddings.weight,
+                               bilingual.student.embeddings.word_embeddings.weight)
+    with pytest.raises(ValueError, match="same width"):
+        narrow = build_student(bilingual.teacher, bilingual.tokenizer, hidden_size=32)
+        with_classification_head(narrow.student, 2, head_from=teacher_task)
+    peft_student = get_peft_model(student_task, LTSFTConfig(num_tunable_weights=500, task_type="SEQ_CLS",
+                                                            modules_to_save=["pooler.dense"]))
+    pooler_before = student_task.bert.pooler.dense.weight.detach().clone()
     module = DistillationModule(teacher_task, peft_student, bilingual.layer_map, soft_ce_weight=1.0)
     encoded = bilingual.tokenizer(en[:64], truncation=True, max_length=32)
     data = [{"input_ids": encoded["input_ids"][i], "attention_mask": encoded["attention_mask"][i], "labels": labels[i]}
@@ -141,6 +150,10 @@ def test_task_distillation_with_lt_sft(bilingual, corpus, tmp_path):
     assert sum(peft_student.peft_config["default"].selected_counts.values()) == 500
     optimised = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
     assert all(id(p) not in optimised for p in teacher_task.parameters())
+    # the pooler is trained densely (modules_to_save), not among the sparse candidates
+    assert not any("pooler" in key for key in peft_student.peft_config["default"].selected_counts)
+    pooler = peft_student.base_model.model.bert.pooler.dense.modules_to_save["default"].weight
+    assert (pooler != pooler_before).float().mean() > 0.9
 
 
 def test_distill_command(tmp_path, corpus):

@@ -99,7 +99,7 @@ def _build(args) -> RecipePlan:
     from peft import get_peft_model
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from ..bistil import DistillationModule, bilingual_dataset, build_student, random_teacher
+    from ..bistil import DistillationModule, bilingual_dataset, build_student, random_teacher, with_classification_head
     from ..peft_methods.lt_sft.config import LTSFTConfig
     from ..peft_methods.lt_sft.trainer import LTSFTTrainer
 
@@ -130,15 +130,18 @@ def _build(args) -> RecipePlan:
 
     # The teacher learns the task in the source language only.
     num_labels = len(data["labels"])
-    teacher_task = _with_head(bilingual.teacher, num_labels)
+    teacher_task = with_classification_head(bilingual.teacher, num_labels)
     english = _encode(tok, train, use_target=False)
     Trainer(model=teacher_task, args=TrainingArguments(output_dir=scratch, max_steps=5 if args.tiny else args.teacher_steps,
             learning_rate=5e-5 if not args.tiny else 1e-3, **quiet), train_dataset=english, data_collator=collate).train()
     teacher_task.eval()
 
     # Phase 2: task distillation into the student, trained with LT-SFT.
-    student_task = _with_head(bilingual.student, num_labels)
-    peft_student = get_peft_model(student_task, LTSFTConfig(density=args.density, task_type="SEQ_CLS"))
+    # The student starts from the teacher's task head (same width) and trains it densely, like the classifier.
+    same_width = bilingual.student.config.hidden_size == bilingual.teacher.config.hidden_size
+    student_task = with_classification_head(bilingual.student, num_labels, head_from=teacher_task if same_width else None)
+    peft_student = get_peft_model(student_task, LTSFTConfig(density=args.density, task_type="SEQ_CLS",
+                                                            modules_to_save=["pooler.dense"]))
     model = DistillationModule(teacher_task, peft_student, bilingual.layer_map, soft_ce_weight=1.0)
     steps = args.max_steps or (10 if args.tiny else 400)
     indonesian_test = _encode(tok, test, use_target=True)
@@ -214,19 +217,6 @@ def _load_teacher(args, texts):
     from transformers import AutoModel, AutoTokenizer
 
     return AutoModel.from_pretrained(args.teacher), AutoTokenizer.from_pretrained(args.teacher)
-
-
-def _with_head(encoder, num_labels):
-    """A sequence classifier around a copy of ``encoder``'s weights (BERT-style encoders)."""
-    from transformers import AutoModelForSequenceClassification
-
-    config = encoder.config.__class__.from_dict(encoder.config.to_dict())
-    config.num_labels = num_labels
-    model = AutoModelForSequenceClassification.from_config(config)
-    missing = model.base_model.load_state_dict(encoder.state_dict(), strict=False)
-    if missing.unexpected_keys:
-        raise ValueError(f"encoder weights do not fit the classifier: {missing.unexpected_keys[:5]}")
-    return model
 
 
 def _encode(tokenizer, rows, use_target: bool):
