@@ -131,6 +131,7 @@ def test_save_load_fresh_process_exact(tmp_path):
     assert saved["peft_type"] == "BOTTLENECK" and saved["adapter_block"] == "conformer"
     keys = load_file(tmp_path / "adapter" / "adapter_model.safetensors").keys()
     assert any("batch_norm.running_mean" in k for k in keys) and any("bottleneck_scale" in k for k in keys)
+    assert not any(".default" in k for k in keys), [k for k in keys if ".default" in k][:3]  # peft's key scheme
     save_file({"x": x, "expected": expected}, tmp_path / "io.safetensors")
     script = textwrap.dedent(
         f"""
@@ -140,9 +141,14 @@ def test_save_load_fresh_process_exact(tmp_path):
         from transformers import ASTForAudioClassification
         io = load_file({str(tmp_path / "io.safetensors")!r})
         base = ASTForAudioClassification.from_pretrained({str(tmp_path / "base")!r})
-        model = PeftModel.from_pretrained(base, {str(tmp_path / "adapter")!r}).eval()
+        model = PeftModel.from_pretrained(base, {str(tmp_path / "adapter")!r}, adapter_name="other").eval()
         with torch.no_grad():
             torch.testing.assert_close(model(io["x"]).logits, io["expected"], rtol=0, atol=0)
+        plain = ASTForAudioClassification.from_pretrained({str(tmp_path / "base")!r})
+        plain.load_adapter({str(tmp_path / "adapter")!r})  # transformers' PeftAdapterMixin
+        plain.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(plain(io["x"]).logits, io["expected"], rtol=0, atol=0)
         print("RELOAD_OK")
         """
     )

@@ -74,6 +74,22 @@ class BottleneckModel(BaseTuner):
         finally:
             self._bottleneck_targets = {}
 
+    @classmethod
+    def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
+        """Checkpoint key of a model key: ``...mlp.bottleneck_adapter.<name>.down.weight`` ->
+        ``...mlp.bottleneck_adapter.down.weight`` (and ``bottleneck_scale.<name>`` -> ``bottleneck_scale``).
+
+        peft's default only drops the adapter name when it is the second-to-last part (``lora_A.<name>.weight``);
+        an adapter here is a module with sub-layers, so the name sits deeper. Without this the name stays in
+        the saved keys, an adapter saved as ``default`` cannot be loaded under another name, and transformers'
+        ``load_adapter`` (which inserts the name after the prefix) finds nothing to load.
+        """
+        for container in BottleneckLayer.adapter_layer_names:
+            stripped, count = re.subn(rf"\.{container}\.{re.escape(adapter_name)}(?=\.|$)", f".{container}", key)
+            if count:
+                return stripped
+        return super()._remove_adapter_name_from_key(key, adapter_name)
+
     def _prepare_adapter_config(self, peft_config: BottleneckConfig, model_config: dict) -> BottleneckConfig:
         return peft_config  # no name-based defaults: resolve_bottleneck_targets reads the block layout
 
