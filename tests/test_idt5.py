@@ -1,6 +1,7 @@
 """idT5: IdT5Config / IdT5ForConditionalGeneration, pruning an mT5, the tie trap, recipe, CLI."""
 
 import json
+import random
 import subprocess
 import sys
 
@@ -142,8 +143,14 @@ def test_id_map_text_round_trip():
     ids = [0, 1, 2, 3, 7, 9, 10, 11, 250001]
     assert encode_id_map(ids) == "0-3,7,9-11,250001"
     assert decode_id_map(encode_id_map(ids)) == ids and decode_id_map(ids) == ids and encode_id_map([]) == ""
-    with pytest.raises(ValueError, match="bad id map"):
-        decode_id_map("5-2")
+    assert decode_id_map("") == [] and decode_id_map("4") == [4] and decode_id_map("2-4,6-6") == [2, 3, 4, 6]
+    rng = random.Random(0)
+    for _ in range(50):  # the vectorised decoder against the definition
+        ids = sorted(set(rng.sample(range(5000), rng.randint(1, 300)) + list(range(7, rng.randint(8, 40)))))
+        assert decode_id_map(encode_id_map(ids)) == ids
+    for bad in ("5-2", "1,,2", "1-2-3", "-3", "x"):
+        with pytest.raises(ValueError, match="bad id map"):
+            decode_id_map(bad)
 
 
 def test_rouge_scores_by_hand():
