@@ -43,16 +43,17 @@ from hf_plugins.recipes.ast_adapters import (  # noqa: E402
 )
 from transformers import get_cosine_schedule_with_warmup  # noqa: E402
 
-# (row name, recipe method, adapter mode)
+# (row name, recipe method, adapter mode, LoRA rank)
 RUNS = [
-    ("full fine-tuning", "full", None),
-    ("linear probing", "linear", None),
-    ("LoRA (W_q, W_v)", "lora", None),
-    ("Pfeiffer sequential", "pfeiffer", "sequential"),
-    ("Pfeiffer parallel", "pfeiffer", "parallel"),
-    ("Houlsby sequential", "houlsby", "sequential"),
-    ("Houlsby parallel", "houlsby", "parallel"),
-    ("Conformer adapter (Pfeiffer, parallel)", "conformer", None),
+    ("full fine-tuning", "full", None, None),
+    ("linear probing", "linear", None, None),
+    ("LoRA (W_q, W_v)", "lora", None, None),
+    ("LoRA (W_q, W_v), r=12", "lora", None, 12),
+    ("Pfeiffer sequential", "pfeiffer", "sequential", None),
+    ("Pfeiffer parallel", "pfeiffer", "parallel", None),
+    ("Houlsby sequential", "houlsby", "sequential", None),
+    ("Houlsby parallel", "houlsby", "parallel", None),
+    ("Conformer adapter (Pfeiffer, parallel)", "conformer", None, None),
 ]
 RESULTS = Path(__file__).resolve().parent / "results" / "ast_adapters.md"
 
@@ -68,6 +69,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--tiny", action="store_true", help="smoke run: tiny backbone, 10 clips per speaker")
+    parser.add_argument("--lr-grid", default=None, metavar="F,F,...",
+                        help="per method, try the paper's learning rate times each factor (seed 0), keep the best on "
+                             "the validation speaker, then train every seed with it (default: the paper's rates)")
     parser.add_argument("--only", default=None,
                         help="comma-separated recipe methods to run (full fine-tuning always runs, as the reference)")
     args = parser.parse_args()
@@ -86,20 +90,36 @@ def main() -> None:
     if args.only:
         keep = {"full", *args.only.split(",")}
         runs = [run for run in RUNS if run[1] in keep]
+    factors = [float(f) for f in args.lr_grid.split(",")] if args.lr_grid else [1.0]
     rows, models = [], {}
-    for name, method, mode in runs:
+    for name, method, mode, rank in runs:
+
+        def fit(seed, lr):
+            model, _ = build_method_model(method, backbone, mode=mode or "sequential",
+                                          reduction_factor=args.reduction_factor, lora_rank=rank, seed=seed)
+            train(model, method, x_train, y_train, steps, args.batch_size, seed, lr=lr)
+            return model, accuracy(model, data["test"]), accuracy(model, data["validation"])
+
+        lr, grid = LEARNING_RATES[method], {}
+        first = None
+        if len(factors) > 1:  # selection on the validation speaker only; the test speakers are not looked at
+            for factor in factors:
+                model, test, val = fit(0, LEARNING_RATES[method] * factor)
+                grid[LEARNING_RATES[method] * factor] = val
+                if first is None or val > first[2]:
+                    first = (model, test, val)
+            lr = max(grid, key=grid.get)
         test_acc, val_acc = [], []
         for seed in range(seeds):
-            model, _ = build_method_model(method, backbone, mode=mode or "sequential",
-                                          reduction_factor=args.reduction_factor, seed=seed)
-            train(model, method, x_train, y_train, steps, args.batch_size, seed)
-            test_acc.append(accuracy(model, data["test"]))
-            val_acc.append(accuracy(model, data["validation"]))
+            model, test, val = first if (seed == 0 and first is not None) else fit(seed, lr)
+            test_acc.append(test)
+            val_acc.append(val)
             models[name] = model
         trainable, total = count_parameters(models[name])
-        rows.append(dict(name=name, method=method, trainable=trainable, total=total, test=test_acc, val=val_acc))
-        print(f"{name}: test {np.mean(test_acc):.4f} {test_acc} val {np.mean(val_acc):.4f} trainable {trainable:,}",
-              flush=True)
+        rows.append(dict(name=name, method=method, trainable=trainable, total=total, test=test_acc, val=val_acc, lr=lr,
+                         grid=grid))
+        print(f"{name}: lr {lr:g} (val by lr {grid}) test {np.mean(test_acc):.4f} {test_acc} val {np.mean(val_acc):.4f} "
+              f"trainable {trainable:,}", flush=True)
 
     # interleaved timing: every repeat times every method, so load changes hit all of them alike
     times = {r["name"]: [] for r in rows}
@@ -127,25 +147,28 @@ def main() -> None:
               f"steps on {len(backbone['words'])} espeak-ng words (held-out acc {backbone['pretrain_accuracy']}); "
               f"FSDD train {len(data['train'])} / val {len(data['validation'])} / test {len(data['test'])} (unseen speakers); "
               f"{steps} steps x batch {args.batch_size}, {seeds} seed(s), adapter reduction factor {args.reduction_factor:g}; "
-              f"torch {torch.__version__}, {args.threads} thread(s), load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
+              + (f"learning rate per method chosen on the validation speaker (seed 0) among the paper's rate x "
+                 f"{', '.join(f'{f:g}' for f in factors)}; " if len(factors) > 1 else "the paper's learning rates; ")
+              + f"torch {torch.__version__}, {args.threads} thread(s), load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
     lines = [
-        "| method | trainable params | % of full FT | test acc (mean) | test acc per seed | val acc | step ms (median) | step vs full | train memory MiB |",
-        "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+        "| method | trainable params | % of full FT | learning rate | test acc (mean) | test acc per seed | val acc | step ms (median) | step vs full | train memory MiB |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         lines.append(
-            f"| {row['name']} | {row['trainable']:,} | {100 * row['trainable'] / full['trainable']:.2f} % | "
+            f"| {row['name']} | {row['trainable']:,} | {100 * row['trainable'] / full['trainable']:.2f} % | {row['lr']:g} | "
             f"{np.mean(row['test']):.4f} | {', '.join(f'{a:.4f}' for a in row['test'])} | {np.mean(row['val']):.4f} | "
             f"{row['step_ms']:.1f} | {row['step_ms'] / full['step_ms']:.2f} | {row['memory_mib']:.1f} |"
         )
     adapters = [r for r in rows if r["method"] in ("pfeiffer", "houlsby", "conformer")]
     best = max(adapters, key=lambda r: np.mean(r["test"])) if adapters else None
-    lora = next((r for r in rows if r["method"] == "lora"), None)
+    loras = [r for r in rows if r["method"] == "lora"]
     verdict = "" if not adapters else (
         f"Best adapter: {best['name']}, {np.mean(best['test']):.4f} vs full FT {np.mean(full['test']):.4f} "
         f"({100 * (np.mean(best['test']) - np.mean(full['test'])):+.2f} points) with "
         f"{100 * best['trainable'] / full['trainable']:.2f} % of its trainable parameters"
-        + (f"; LoRA {np.mean(lora['test']):.4f} with {lora['trainable']:,} trainable parameters." if lora else ".")
+        + "".join(f"; {r['name']} {np.mean(r['test']):.4f} with {r['trainable']:,} trainable parameters" for r in loras)
+        + "."
     )
     table = "\n".join(lines)
     command = "python benchmarks/ast_adapters.py " + " ".join(sys.argv[1:])
@@ -156,10 +179,10 @@ def main() -> None:
         write_section(command.strip(), header, table, verdict)
 
 
-def train(model, method, x, y, steps, batch_size, seed) -> None:
-    """AdamW(0.9, 0.98; eps 1e-6; wd 0.1) at the paper's learning rate, 10 % warm-up then cosine."""
+def train(model, method, x, y, steps, batch_size, seed, lr=None) -> None:
+    """AdamW(0.9, 0.98; eps 1e-6; wd 0.1) at ``lr`` (default the paper's), 10 % warm-up then cosine."""
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=LEARNING_RATES[method], betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
+    optimizer = torch.optim.AdamW(parameters, lr=lr or LEARNING_RATES[method], betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
     scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, steps // 10), steps)
     generator = torch.Generator().manual_seed(1000 + seed)  # the same batches for every method
     order = torch.randperm(len(x), generator=generator)
