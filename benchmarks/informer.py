@@ -37,6 +37,7 @@ import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import FlopCounterMode
 
 RESULTS = Path(__file__).resolve().parent / "results" / "informer.md"
 
@@ -189,8 +190,10 @@ def _measure(steps: dict, repeats: int) -> dict:
     for name, fn in steps.items():
         with _PeakTensorMemory() as tracker:
             fn()
+        with FlopCounterMode(display=False) as flops:  # matmul/conv work: what no kernel tuning can remove
+            fn()
         results[name] = {"wall": statistics.median(wall[name]), "cpu": statistics.median(cpu[name]),
-                         "peak_mb": tracker.peak / 2**20}
+                         "peak_mb": tracker.peak / 2**20, "gflop": flops.get_total_flops() / 1e9}
     return results
 
 
@@ -224,19 +227,21 @@ class _PeakTensorMemory(TorchDispatchMode):
 
 def _table(rows, key_name, anchor, ours) -> str:
     names = list(rows[0][1])
-    lines = [f"| {key_name} | implementation | wall s | CPU s | peak MB | anchor/ours wall | anchor/ours CPU | ours/anchor peak |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [f"| {key_name} | implementation | wall s | CPU s | peak MB | GFLOP | anchor/ours wall | anchor/ours CPU | "
+             "ours/anchor peak | anchor/ours GFLOP |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for key, results in rows:
         a = results[anchor]
         for name in names:
             r = results[name]
             if name == anchor:
-                ratio = "", "", ""
+                ratio = "", "", "", ""
             else:
-                ratio = (f"{a['wall'] / r['wall']:.2f}x", f"{a['cpu'] / r['cpu']:.2f}x", f"{r['peak_mb'] / a['peak_mb']:.2f}")
+                ratio = (f"{a['wall'] / r['wall']:.2f}x", f"{a['cpu'] / r['cpu']:.2f}x", f"{r['peak_mb'] / a['peak_mb']:.2f}",
+                         f"{a['gflop'] / r['gflop']:.2f}x")
             bold = "**" if name == ours else ""
             lines.append(f"| {key} | {bold}{name}{bold} | {r['wall']:.3f} | {r['cpu']:.3f} | {r['peak_mb']:.0f} | "
-                         f"{ratio[0]} | {ratio[1]} | {ratio[2]} |")
+                         f"{r['gflop']:.1f} | {ratio[0]} | {ratio[1]} | {ratio[2]} | {ratio[3]} |")
     return "\n".join(lines)
 
 

@@ -183,7 +183,7 @@ class InformerLSTFAttention(nn.Module):
             if self.deterministic_eval and not self.training:
                 generator = torch.Generator().manual_seed(1000 * (self.kind == "decoder") + self.layer_idx)
             parts = None
-            if not causal and not self.mix:
+            if not causal and not self.mix and isinstance(self.out_proj, nn.Linear):
                 parts = prob_sparse_attention(query, key, value, factor=self.factor, sampling=self.sampling,
                                               generator=generator, return_parts=True)
             if parts is not None:
