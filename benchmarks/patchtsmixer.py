@@ -215,7 +215,8 @@ def collect(folders: list[str]) -> str:
     for (recipe, horizon, heads, pre, steps), mse in sorted(by_key.items(), key=str):
         plain = by_key.get((recipe, horizon, "none", pre, steps))
         if heads != "none" and plain is not None:
-            notes.append(f"- {recipe} H={horizon}, {steps} steps: heads `{heads}` {mse:.4f} vs plain backbone {plain:.4f} "
+            pretrained = f" after {pre} masked pretraining steps" if pre else ""
+            notes.append(f"- {recipe} H={horizon}, {steps} steps{pretrained}: heads `{heads}` {mse:.4f} vs plain backbone {plain:.4f} "
                          f"({100 * (mse / plain - 1):+.2f} %).")
     return "\n".join([
         f"Collected with `python benchmarks/patchtsmixer.py --collect {' '.join(folders)}` "
