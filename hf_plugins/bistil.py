@@ -252,7 +252,6 @@ class DistillationModule(nn.Module):
         return DistillationOutput(loss, hidden, attention, soft_ce, student_loss, s_logits)
 
 
-@torch.no_grad()
 def with_classification_head(encoder, num_labels: int, head_from=None):
     """A sequence classifier (``AutoModelForSequenceClassification``) around a copy of ``encoder``'s weights.
 
@@ -283,6 +282,7 @@ def with_classification_head(encoder, num_labels: int, head_from=None):
     return model
 
 
+@torch.no_grad()
 def fit_hidden_projections(teacher, tokenizer, texts: Sequence[str], layer_map: Sequence[int], width: int,
                            max_texts: int = 64, max_length: int = 128) -> list[torch.Tensor]:
     """Fixed per-layer PCA projections (teacher width -> ``width``) of the teacher's hidden states.

@@ -108,6 +108,26 @@ def test_a_full_copy_has_zero_distillation_loss(teacher, corpus):
     assert one_off(**batch).attention_loss.item() > 0
 
 
+def test_phase_one_optional_mlm_loss_of_the_student(bilingual, corpus):
+    """student_weight > 0 with labels adds the student's own MLM loss to the hidden + attention losses."""
+    from transformers import BertForMaskedLM
+
+    en, id_ = corpus
+    student = BertForMaskedLM(bilingual.student.config)
+    student.bert.load_state_dict(bilingual.student.state_dict(), strict=False)
+    batch = DataCollatorWithPadding(bilingual.tokenizer)(bilingual_dataset(bilingual.tokenizer, en[:8], id_[:8]))
+    labels = batch["input_ids"].clone()
+    labels[batch["attention_mask"] == 0] = -100
+    labels[:, ::2] = -100
+    plain = DistillationModule(bilingual.teacher, student, bilingual.layer_map)(**batch, labels=labels)
+    assert plain.student_loss.item() == 0.0  # off by default
+    out = DistillationModule(bilingual.teacher, student, bilingual.layer_map, student_weight=0.5)(**batch, labels=labels)
+    assert out.student_loss.item() > 0
+    torch.testing.assert_close(out.loss, out.hidden_loss + out.attention_loss + 0.5 * out.student_loss)
+    out.loss.backward()
+    assert student.cls.predictions.transform.dense.weight.grad.abs().sum() > 0  # the MLM head learns
+
+
 def test_narrower_student_uses_projected_embeddings_and_targets(teacher, corpus):
     model, tokenizer = teacher
     en, id_ = corpus
