@@ -83,7 +83,7 @@ class MaskDropout(nn.Dropout):
     On CPU, ``F.dropout`` multiplies by a float noise tensor and autograd keeps it: 4 bytes per element of
     every dropout in the network. ``torch.native_dropout`` keeps a bool mask. Same distribution and
     scaling (eval mode is the identity, as before); in a PatchTSMixer training step this is a fifth less
-    activation memory for about 6 % more CPU time (benchmarks/patchtsmixer.py).
+    activation memory for 6-8 % more CPU time (benchmarks/patchtsmixer.py).
     """
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
