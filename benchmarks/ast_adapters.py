@@ -72,6 +72,9 @@ def main() -> None:
     parser.add_argument("--lr-grid", default=None, metavar="F,F,...",
                         help="per method, try the paper's learning rate times each factor (seed 0), keep the best on "
                              "the validation speaker, then train every seed with it (default: the paper's rates)")
+    parser.add_argument("--lr", default=None, metavar="METHOD=LR,...",
+                        help="fixed learning rates instead of the paper's, per method (full, lora, houlsby, ...) or per "
+                             "method and placement (houlsby:parallel), e.g. rates an earlier --lr-grid run chose")
     parser.add_argument("--only", default=None,
                         help="comma-separated recipe methods to run (full fine-tuning always runs, as the reference)")
     args = parser.parse_args()
@@ -91,6 +94,9 @@ def main() -> None:
         keep = {"full", *args.only.split(",")}
         runs = [run for run in RUNS if run[1] in keep]
     factors = [float(f) for f in args.lr_grid.split(",")] if args.lr_grid else [1.0]
+    fixed = parse_rates(args.lr)
+    if fixed and len(factors) > 1:
+        parser.error("--lr and --lr-grid exclude each other")
     rows, models = [], {}
     for name, method, mode, rank in runs:
 
@@ -100,7 +106,7 @@ def main() -> None:
             train(model, method, x_train, y_train, steps, args.batch_size, seed, lr=lr)
             return model, accuracy(model, data["test"]), accuracy(model, data["validation"])
 
-        lr, grid = LEARNING_RATES[method], {}
+        lr, grid = fixed.get(f"{method}:{mode}", fixed.get(method, LEARNING_RATES[method])), {}
         first = None
         if len(factors) > 1:  # selection on the validation speaker only; the test speakers are not looked at
             for factor in factors:
@@ -148,7 +154,8 @@ def main() -> None:
               f"FSDD train {len(data['train'])} / val {len(data['validation'])} / test {len(data['test'])} (unseen speakers); "
               f"{steps} steps x batch {args.batch_size}, {seeds} seed(s), adapter reduction factor {args.reduction_factor:g}; "
               + (f"learning rate per method chosen on the validation speaker (seed 0) among the paper's rate x "
-                 f"{', '.join(f'{f:g}' for f in factors)}; " if len(factors) > 1 else "the paper's learning rates; ")
+                 f"{', '.join(f'{f:g}' for f in factors)}; " if len(factors) > 1
+                 else f"learning rates {args.lr}, else the paper's; " if fixed else "the paper's learning rates; ")
               + f"torch {torch.__version__}, {args.threads} thread(s), load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
     lines = [
         "| method | trainable params | % of full FT | learning rate | test acc (mean) | test acc per seed | val acc | step ms (median) | step vs full | train memory MiB |",
@@ -177,6 +184,22 @@ def main() -> None:
     print(verdict)
     if not args.no_write:
         write_section(command.strip(), header, table, verdict)
+
+
+def parse_rates(text: str | None) -> dict[str, float]:
+    """``"full=3e-4,houlsby:parallel=5e-3"`` -> ``{"full": 3e-4, "houlsby:parallel": 5e-3}``; unknown methods fail."""
+    rates = {}
+    for item in filter(None, (text or "").split(",")):
+        key, sep, value = item.partition("=")
+        method, _, mode = key.strip().partition(":")
+        if not sep or method not in LEARNING_RATES or mode not in ("", "sequential", "parallel"):
+            raise SystemExit(f"--lr: cannot read {item!r}; expected METHOD[:sequential|parallel]=LR with METHOD one of "
+                             f"{', '.join(LEARNING_RATES)}")
+        try:
+            rates[key.strip()] = float(value)
+        except ValueError:
+            raise SystemExit(f"--lr: {value!r} in {item!r} is not a number") from None
+    return rates
 
 
 def train(model, method, x, y, steps, batch_size, seed, lr=None) -> None:

@@ -184,9 +184,9 @@ def speed(quick: bool) -> str:
 
 def collect(folders: list[str]) -> str:
     """Accuracy table from folders written by ``hf-plugins train patchtsmixer-etth1``."""
-    rows = ["| recipe | horizon | heads | mode | pretrain steps | steps | test MSE | test MAE | naive (last value) MSE "
+    rows = ["| recipe | horizon | heads | mode | pretrain steps | steps | lr | test MSE | test MAE | naive (last value) MSE "
             "| naive (previous day) MSE | best val MSE at step | command |",
-            "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+            "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     entries = []
     for folder in folders:
         path = Path(folder) / "metrics.json"
@@ -204,19 +204,19 @@ def collect(folders: list[str]) -> str:
         )
         day = f"{t['naive_previous_day_mse']:.4f}" if "naive_previous_day_mse" in t else "-"
         command = f"hf-plugins train {m['recipe']} --max-steps {m['max_steps']} --seed {m['seed']} {options}"
-        entries.append((m["recipe"], a.get("horizon"), a.get("heads"), a.get("pretrain_steps"), m["max_steps"],
-                        t["test_mse"],
+        entries.append((m["recipe"], a.get("horizon"), a.get("heads"), a.get("pretrain_steps"),
+                        (m["max_steps"], a.get("learning_rate"), a.get("pretrain_learning_rate")), t["test_mse"],
                         f"| {m['recipe']} | {a.get('horizon')} | {a.get('heads')} | {a.get('mode')} | {a.get('pretrain_steps', 0)} | "
-                        f"{m['max_steps']} | {t['test_mse']:.4f} | {t['test_mae']:.4f} | {t['naive_last_value_mse']:.4f} | "
+                        f"{m['max_steps']} | {a.get('learning_rate'):g} | {t['test_mse']:.4f} | {t['test_mae']:.4f} | {t['naive_last_value_mse']:.4f} | "
                         f"{day} | {best[1]:.4f} @ {best[0]} | `{command}` |"))
     rows += [e[-1] for e in sorted(entries, key=lambda e: (e[0], e[1], str(e[2]), e[3] or 0))]
     by_key = {(e[0], e[1], e[2], e[3] or 0, e[4]): e[5] for e in entries}
     notes = []
-    for (recipe, horizon, heads, pre, steps), mse in sorted(by_key.items(), key=str):
-        plain = by_key.get((recipe, horizon, "none", pre, steps))
+    for (recipe, horizon, heads, pre, (steps, lr, pre_lr)), mse in sorted(by_key.items(), key=str):
+        plain = by_key.get((recipe, horizon, "none", pre, (steps, lr, pre_lr)))
         if heads != "none" and plain is not None:
-            pretrained = f" after {pre} masked pretraining steps" if pre else ""
-            notes.append(f"- {recipe} H={horizon}, {steps} steps{pretrained}: heads `{heads}` {mse:.4f} vs plain backbone {plain:.4f} "
+            pretrained = f" after {pre} masked pretraining steps" + (f" at lr {pre_lr:g}" if pre and pre_lr else "") if pre else ""
+            notes.append(f"- {recipe} H={horizon}, {steps} steps at lr {lr:g}{pretrained}: heads `{heads}` {mse:.4f} vs plain backbone {plain:.4f} "
                          f"({100 * (mse / plain - 1):+.2f} %).")
     return "\n".join([
         f"Collected with `python benchmarks/patchtsmixer.py --collect {' '.join(folders)}` "

@@ -291,10 +291,11 @@ def test_recipe_etth1_tiny_with_exogenous_channels_and_pretraining(tmp_path, dat
     out = run_recipe(
         "patchtsmixer-etth1",
         ["--tiny", "--max-steps", "4", "--features", "MS", "--heads", "both", "--pretrain-steps", "2",
-         "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "run")],
+         "--pretrain-learning-rate", "3e-3", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "run")],
     )
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["train"]["train_loss"] > 0
+    assert metrics["args"]["pretrain_learning_rate"] == 3e-3 and metrics["args"]["pretrained"]
     test = metrics["test"]
     assert test["test_mse"] > 0 and test["naive_last_value_mse"] > 0
     model = HybridPatchTSMixerForPrediction.from_pretrained(out)

@@ -127,6 +127,8 @@ def _add_model_arguments(parser, *, d_model, num_layers, patch, stride, expansio
                         help="backbone: CI-TSMixer (common_channel), IC-TSMixer (mix_channel), V-TSMixer (flatten)")
     parser.add_argument("--pretrain-steps", type=int, default=0,
                         help="masked self-supervised pretraining steps before fine-tuning (0: none)")
+    parser.add_argument("--pretrain-learning-rate", type=float, default=None,
+                        help="learning rate of the pretraining steps (default: --learning-rate)")
     parser.add_argument("--d-model", type=int, default=d_model)
     parser.add_argument("--num-layers", type=int, default=num_layers)
     parser.add_argument("--patch-length", type=int, default=patch)
@@ -183,7 +185,8 @@ def _build(args, splits, context, horizon, card, tiny_train, default_steps, val_
             _pretrain(model, config, train, args)
             args.pretrained = True
         pretrain_note = (f" The backbone was first pretrained for {args.pretrain_steps} steps by masked patch "
-                         "reconstruction (random masking, 40 %).")
+                         "reconstruction (random masking, 40 %) at learning rate "
+                         f"{getattr(args, 'pretrain_learning_rate', None) or args.learning_rate:g}.")
     heads_text = {"none": "no reconciliation head (the plain PatchTSMixer backbone)",
                   "cc": "the cross-channel reconciliation head", "hier": "the hierarchical patch reconciliation head",
                   "both": "both online reconciliation heads (cross-channel and hierarchical patch)"}[heads]
@@ -343,7 +346,7 @@ def _pretrain(model, config, train_dataset, args) -> None:
     with tempfile.TemporaryDirectory(prefix="hfp-pretrain-") as tmp:
         targs = TrainingArguments(
             output_dir=tmp, max_steps=args.pretrain_steps, per_device_train_batch_size=args.batch_size,
-            learning_rate=args.learning_rate, lr_scheduler_type="cosine", report_to=[], save_strategy="no",
+            learning_rate=getattr(args, "pretrain_learning_rate", None) or args.learning_rate, lr_scheduler_type="cosine", report_to=[], save_strategy="no",
             logging_steps=max(1, args.pretrain_steps // 10), remove_unused_columns=False, use_cpu=on_cpu,
             ddp_backend="gloo" if on_cpu and _distributed() else None, seed=args.seed, dataloader_num_workers=0,
         )
