@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 def run(recipe, args) -> str:
     import torch
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
     set_seed(args.seed)
     output_dir = Path(args.output_dir or os.path.join("outputs", recipe.name)).resolve()
@@ -51,6 +51,8 @@ def run(recipe, args) -> str:
         **plan.trainer_kwargs,
     )
     train_result = trainer.train()
+    # training is over: early stopping would only warn that the test split has no eval_loss
+    trainer.remove_callback(EarlyStoppingCallback)
     metrics = {
         "recipe": recipe.name,
         "paper": recipe.paper,
