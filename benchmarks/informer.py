@@ -263,8 +263,9 @@ PAPER_ETTH1_M = {24: (0.577, 0.549), 48: (0.685, 0.625), 168: (0.931, 0.752), 33
 
 
 def accuracy_table(folders) -> str:
-    lines = ["| horizon | features | attention | context/label | epochs trained | test MSE | test MAE | paper MSE / MAE | command |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| horizon | features | attention | context/label | epochs trained | validation MSE by epoch (best is tested) "
+             "| test MSE | test MAE | paper MSE / MAE | command |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     budget_limited = False
     for folder in folders:
         metrics = json.loads((Path(folder) / "metrics.json").read_text())
@@ -275,9 +276,15 @@ def accuracy_table(folders) -> str:
         options = " ".join(f"--{k.replace('_', '-')} {a[k]}" for k in keys if a.get(k) is not None)
         if a.get("max_steps"):
             options += f" --max-steps {a['max_steps']}"
+        per_step = {}  # one validation per epoch; the extra one after training (best weights restored) is skipped
+        for entry in metrics.get("log_history", []):
+            if "eval_loss" in entry:
+                per_step.setdefault(entry.get("step"), entry["eval_loss"])
+        by_epoch = ", ".join(f"{value:.3f}" for value in per_step.values())
         lines.append(
             f"| {config['prediction_length']} | {a.get('features')} | {config['attention_type']} | "
             f"{config['context_length']}/{config['label_length']} | {metrics['train'].get('epoch', float('nan')):.2f} | "
+            f"{by_epoch or '-'} | "
             f"{test.get('test_mse', float('nan')):.3f} | {test.get('test_mae', float('nan')):.3f} | "
             f"{'%.3f / %.3f' % paper if paper else 'n/a'} | `hf-plugins train informer-etth1 {options}` |")
         budget_limited = budget_limited or bool(a.get("max_steps"))
