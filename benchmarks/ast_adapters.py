@@ -175,7 +175,7 @@ def main() -> None:
         f"({100 * (np.mean(best['test']) - np.mean(full['test'])):+.2f} points) with "
         f"{100 * best['trainable'] / full['trainable']:.2f} % of its trainable parameters"
         + "".join(f"; {r['name']} {np.mean(r['test']):.4f} with {r['trainable']:,} trainable parameters" for r in loras)
-        + "."
+        + "." + paired_note(best, [full, *loras])
     )
     table = "\n".join(lines)
     command = "python benchmarks/ast_adapters.py " + " ".join(sys.argv[1:])
@@ -184,6 +184,17 @@ def main() -> None:
     print(verdict)
     if not args.no_write:
         write_section(command.strip(), header, table, verdict)
+
+
+def paired_note(row, others) -> str:
+    """Seed-paired differences (every method sees the same batches per seed): mean and standard error in points."""
+    parts = []
+    for other in others:
+        diffs = 100 * (np.array(row["test"]) - np.array(other["test"]))
+        if len(diffs) > 1:
+            parts.append(f"{row['name']} minus {other['name']}: {diffs.mean():+.2f} points, standard error "
+                         f"{diffs.std(ddof=1) / np.sqrt(len(diffs)):.2f}")
+    return (" Paired by seed: " + "; ".join(parts) + ".") if parts else ""
 
 
 def parse_rates(text: str | None) -> dict[str, float]:
