@@ -103,7 +103,7 @@ def main() -> None:
         def fit(seed, lr):
             model, _ = build_method_model(method, backbone, mode=mode or "sequential",
                                           reduction_factor=args.reduction_factor, lora_rank=rank, seed=seed)
-            train(model, method, x_train, y_train, steps, args.batch_size, seed, lr=lr)
+            train(model, x_train, y_train, steps, args.batch_size, seed, lr=lr)
             return model, accuracy(model, data["test"]), accuracy(model, data["validation"])
 
         lr, grid = fixed.get(f"{method}:{mode}", fixed.get(method, LEARNING_RATES[method])), {}
@@ -213,10 +213,10 @@ def parse_rates(text: str | None) -> dict[str, float]:
     return rates
 
 
-def train(model, method, x, y, steps, batch_size, seed, lr=None) -> None:
-    """AdamW(0.9, 0.98; eps 1e-6; wd 0.1) at ``lr`` (default the paper's), 10 % warm-up then cosine."""
+def train(model, x, y, steps, batch_size, seed, lr: float) -> None:
+    """AdamW(0.9, 0.98; eps 1e-6; wd 0.1) at ``lr``, 10 % warm-up then cosine."""
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=lr or LEARNING_RATES[method], betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
+    optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
     scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, steps // 10), steps)
     generator = torch.Generator().manual_seed(1000 + seed)  # the same batches for every method
     order = torch.randperm(len(x), generator=generator)

@@ -215,7 +215,9 @@ def collect(folders: list[str]) -> str:
     for (recipe, horizon, heads, pre, (steps, lr, pre_lr)), mse in sorted(by_key.items(), key=str):
         plain = by_key.get((recipe, horizon, "none", pre, (steps, lr, pre_lr)))
         if heads != "none" and plain is not None:
-            pretrained = f" after {pre} masked pretraining steps" + (f" at lr {pre_lr:g}" if pre and pre_lr else "") if pre else ""
+            pretrained = ""
+            if pre:
+                pretrained = f" after {pre} masked pretraining steps" + (f" at lr {pre_lr:g}" if pre_lr else "")
             notes.append(f"- {recipe} H={horizon}, {steps} steps at lr {lr:g}{pretrained}: heads `{heads}` {mse:.4f} vs plain backbone {plain:.4f} "
                          f"({100 * (mse / plain - 1):+.2f} %).")
     return "\n".join([

@@ -181,12 +181,13 @@ def _build(args, splits, context, horizon, card, tiny_train, default_steps, val_
     model = HybridPatchTSMixerForPrediction(config)
     pretrain_note = ""
     if args.pretrain_steps > 0:
+        # runs saved before --pretrain-learning-rate existed have no such argument
+        pretrain_lr = getattr(args, "pretrain_learning_rate", None) or args.learning_rate
         if not getattr(args, "pretrained", False):  # `hf-plugins evaluate` rebuilds from saved args: no rerun
-            _pretrain(model, config, train, args)
+            _pretrain(model, config, train, args, pretrain_lr)
             args.pretrained = True
         pretrain_note = (f" The backbone was first pretrained for {args.pretrain_steps} steps by masked patch "
-                         "reconstruction (random masking, 40 %) at learning rate "
-                         f"{getattr(args, 'pretrain_learning_rate', None) or args.learning_rate:g}.")
+                         f"reconstruction (random masking, 40 %) at learning rate {pretrain_lr:g}.")
     heads_text = {"none": "no reconciliation head (the plain PatchTSMixer backbone)",
                   "cc": "the cross-channel reconciliation head", "hier": "the hierarchical patch reconciliation head",
                   "both": "both online reconciliation heads (cross-channel and hierarchical patch)"}[heads]
@@ -328,7 +329,7 @@ def _plot_forecasts(model, dataset, output_dir, splits, target_idx) -> list[str]
     return [path]
 
 
-def _pretrain(model, config, train_dataset, args) -> None:
+def _pretrain(model, config, train_dataset, args, learning_rate: float) -> None:
     """Masked self-supervised pretraining (paper's "SS" rows) of the backbone, then copied into ``model``."""
     import torch
     from transformers import Trainer, TrainingArguments
@@ -346,7 +347,7 @@ def _pretrain(model, config, train_dataset, args) -> None:
     with tempfile.TemporaryDirectory(prefix="hfp-pretrain-") as tmp:
         targs = TrainingArguments(
             output_dir=tmp, max_steps=args.pretrain_steps, per_device_train_batch_size=args.batch_size,
-            learning_rate=getattr(args, "pretrain_learning_rate", None) or args.learning_rate, lr_scheduler_type="cosine", report_to=[], save_strategy="no",
+            learning_rate=learning_rate, lr_scheduler_type="cosine", report_to=[], save_strategy="no",
             logging_steps=max(1, args.pretrain_steps // 10), remove_unused_columns=False, use_cpu=on_cpu,
             ddp_backend="gloo" if on_cpu and _distributed() else None, seed=args.seed, dataloader_num_workers=0,
         )
