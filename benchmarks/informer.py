@@ -59,7 +59,7 @@ def main(argv=None) -> int:
 
     if args.accuracy:
         table = accuracy_table(args.accuracy)
-        return _emit(f"Accuracy: `{command.strip()}`", table, args.no_write)
+        return _emit(f"Accuracy: `{command.strip()}`", table, args.no_write, replaces="Accuracy:")
 
     torch.set_num_threads(args.threads)
     repeats = args.repeats or (2 if args.quick else 3)
@@ -267,6 +267,7 @@ def accuracy_table(folders) -> str:
              "| test MSE | test MAE | paper MSE / MAE | command |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     budget_limited = False
+    by_horizon = {}
     for folder in folders:
         metrics = json.loads((Path(folder) / "metrics.json").read_text())
         config = json.loads((Path(folder) / "config.json").read_text())
@@ -276,6 +277,8 @@ def accuracy_table(folders) -> str:
         options = " ".join(f"--{k.replace('_', '-')} {a[k]}" for k in keys if a.get(k) is not None)
         if a.get("max_steps"):
             options += f" --max-steps {a['max_steps']}"
+        options += f" --seed {metrics.get('seed', a.get('seed'))}"
+        by_horizon.setdefault(config["prediction_length"], []).append(test.get("test_mse", float("nan")))
         per_step = {}  # one validation per epoch; the extra one after training (best weights restored) is skipped
         for entry in metrics.get("log_history", []):
             if "eval_loss" in entry:
@@ -288,6 +291,11 @@ def accuracy_table(folders) -> str:
             f"{test.get('test_mse', float('nan')):.3f} | {test.get('test_mae', float('nan')):.3f} | "
             f"{'%.3f / %.3f' % paper if paper else 'n/a'} | `hf-plugins train informer-etth1 {options}` |")
         budget_limited = budget_limited or bool(a.get("max_steps"))
+    for horizon, values in by_horizon.items():
+        if len(values) > 1:
+            paper = PAPER_ETTH1_M.get(horizon)
+            lines.append(f"\nH={horizon}: {len(values)} runs (seeds), mean test MSE {statistics.mean(values):.3f}, "
+                         f"range {min(values):.3f}-{max(values):.3f}" + (f" (paper {paper[0]:.3f})" if paper else ""))
     if budget_limited:
         lines.append("\nRuns with `--max-steps` stop before the paper's protocol (up to 6 epochs, early stopping, "
                      "learning rate halved per epoch): their figures are budget-limited, not a reproduction.")
@@ -297,14 +305,16 @@ def accuracy_table(folders) -> str:
 # -- output ---------------------------------------------------------------------------------------------
 
 
-def _emit(title: str, body: str, no_write: bool) -> int:
+def _emit(title: str, body: str, no_write: bool, replaces: str | None = None) -> int:
+    """Print a section and put it in RESULTS in place of the sections whose title starts with `replaces`
+    (default: the same title)."""
     print(f"\n## {title}\n\n{body}\n")
     if no_write:
         return 0
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     text = RESULTS.read_text() if RESULTS.exists() else "# InformerLSTF benchmarks\n"
     sections = text.split("\n## ")
-    head, rest = sections[0], [s for s in sections[1:] if not s.startswith(title)]
+    head, rest = sections[0], [s for s in sections[1:] if not s.startswith(replaces or title)]
     new = "\n## ".join([head.rstrip("\n") + "\n", *[s.rstrip("\n") + "\n" for s in rest], f"{title}\n\n{body}\n"])
     tmp = RESULTS.with_suffix(".md.tmp")
     tmp.write_text(new)

@@ -184,9 +184,9 @@ def speed(quick: bool) -> str:
 
 def collect(folders: list[str]) -> str:
     """Accuracy table from folders written by ``hf-plugins train patchtsmixer-etth1``."""
-    rows = ["| recipe | horizon | heads | mode | pretrain steps | steps | lr | test MSE | test MAE | naive (last value) MSE "
-            "| naive (previous day) MSE | best val MSE at step | command |",
-            "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    rows = ["| recipe | horizon | heads | mode | pretrain steps | steps | lr | seed | test MSE | test MAE "
+            "| naive (last value) MSE | naive (previous day) MSE | best val MSE at step | command |",
+            "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     entries = []
     for folder in folders:
         path = Path(folder) / "metrics.json"
@@ -204,22 +204,15 @@ def collect(folders: list[str]) -> str:
         )
         day = f"{t['naive_previous_day_mse']:.4f}" if "naive_previous_day_mse" in t else "-"
         command = f"hf-plugins train {m['recipe']} --max-steps {m['max_steps']} --seed {m['seed']} {options}"
-        entries.append((m["recipe"], a.get("horizon"), a.get("heads"), a.get("pretrain_steps"),
-                        (m["max_steps"], a.get("learning_rate"), a.get("pretrain_learning_rate")), t["test_mse"],
+        # runs that differ only in their heads (and seed) are compared with each other
+        setting = (m["recipe"], a.get("horizon"), a.get("mode"), a.get("pretrain_steps") or 0, m["max_steps"],
+                   a.get("learning_rate"), a.get("pretrain_learning_rate"))
+        entries.append((setting, a.get("heads"), m["seed"], t["test_mse"],
                         f"| {m['recipe']} | {a.get('horizon')} | {a.get('heads')} | {a.get('mode')} | {a.get('pretrain_steps', 0)} | "
-                        f"{m['max_steps']} | {a.get('learning_rate'):g} | {t['test_mse']:.4f} | {t['test_mae']:.4f} | {t['naive_last_value_mse']:.4f} | "
-                        f"{day} | {best[1]:.4f} @ {best[0]} | `{command}` |"))
-    rows += [e[-1] for e in sorted(entries, key=lambda e: (e[0], e[1], str(e[2]), e[3] or 0))]
-    by_key = {(e[0], e[1], e[2], e[3] or 0, e[4]): e[5] for e in entries}
-    notes = []
-    for (recipe, horizon, heads, pre, (steps, lr, pre_lr)), mse in sorted(by_key.items(), key=str):
-        plain = by_key.get((recipe, horizon, "none", pre, (steps, lr, pre_lr)))
-        if heads != "none" and plain is not None:
-            pretrained = ""
-            if pre:
-                pretrained = f" after {pre} masked pretraining steps" + (f" at lr {pre_lr:g}" if pre_lr else "")
-            notes.append(f"- {recipe} H={horizon}, {steps} steps at lr {lr:g}{pretrained}: heads `{heads}` {mse:.4f} vs plain backbone {plain:.4f} "
-                         f"({100 * (mse / plain - 1):+.2f} %).")
+                        f"{m['max_steps']} | {a.get('learning_rate'):g} | {m['seed']} | {t['test_mse']:.4f} | {t['test_mae']:.4f} | "
+                        f"{t['naive_last_value_mse']:.4f} | {day} | {best[1]:.4f} @ {best[0]} | `{command}` |"))
+    entries.sort(key=lambda e: (str(e[0]), str(e[1]), e[2]))
+    rows += [e[-1] for e in entries]
     return "\n".join([
         f"Collected with `python benchmarks/patchtsmixer.py --collect {' '.join(folders)}` "
         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Test split, standardised scale; "
@@ -229,8 +222,29 @@ def collect(folders: list[str]) -> str:
         "",
         *rows,
         "",
-        *notes,
+        *_heads_vs_plain(entries),
     ])
+
+
+def _heads_vs_plain(entries) -> list[str]:
+    """One line per setting with heads: its test MSE against the plain backbone's, paired by seed."""
+    by = {}
+    for setting, heads, seed, mse, _ in entries:
+        by.setdefault(setting, {}).setdefault(heads, {})[seed] = mse
+    notes = []
+    for (recipe, horizon, mode, pre, steps, lr, pre_lr), runs in sorted(by.items(), key=str):
+        plain = runs.get("none", {})
+        for heads, by_seed in sorted(runs.items()):
+            seeds = sorted(set(by_seed) & set(plain))
+            if heads == "none" or not seeds:
+                continue
+            ours = statistics.mean(by_seed[s] for s in seeds)
+            base = statistics.mean(plain[s] for s in seeds)
+            pretrained = f" after {pre} masked pretraining steps" + (f" at lr {pre_lr:g}" if pre_lr else "") if pre else ""
+            seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of seeds {', '.join(map(str, seeds))}"
+            notes.append(f"- {recipe} H={horizon} ({mode}), {steps} steps at lr {lr:g}{pretrained}, {seed_text}: "
+                         f"heads `{heads}` {ours:.4f} vs plain backbone {base:.4f} ({100 * (ours / base - 1):+.2f} %).")
+    return notes
 
 
 def write_section(key: str, title: str, body: str) -> None:
