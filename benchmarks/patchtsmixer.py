@@ -205,7 +205,9 @@ def collect(folders: list[str]) -> str:
         day = f"{t['naive_previous_day_mse']:.4f}" if "naive_previous_day_mse" in t else "-"
         command = f"hf-plugins train {m['recipe']} --max-steps {m['max_steps']} --seed {m['seed']} {options}"
         # runs that differ only in their heads (and seed) are compared with each other
-        setting = (m["recipe"], a.get("horizon"), a.get("mode"), a.get("pretrain_steps") or 0, m["max_steps"],
+        backbone = (f"{a.get('mode')}, d_model {a.get('d_model')}, {a.get('num_layers')} layers, "
+                    f"patch {a.get('patch_length')}/{a.get('patch_stride')}")
+        setting = (m["recipe"], a.get("horizon"), backbone, a.get("pretrain_steps") or 0, m["max_steps"],
                    a.get("learning_rate"), a.get("pretrain_learning_rate"))
         entries.append((setting, a.get("heads"), m["seed"], t["test_mse"],
                         f"| {m['recipe']} | {a.get('horizon')} | {a.get('heads')} | {a.get('mode')} | {a.get('pretrain_steps', 0)} | "
@@ -232,7 +234,7 @@ def _heads_vs_plain(entries) -> list[str]:
     for setting, heads, seed, mse, _ in entries:
         by.setdefault(setting, {}).setdefault(heads, {})[seed] = mse
     notes = []
-    for (recipe, horizon, mode, pre, steps, lr, pre_lr), runs in sorted(by.items(), key=str):
+    for (recipe, horizon, backbone, pre, steps, lr, pre_lr), runs in sorted(by.items(), key=str):
         plain = runs.get("none", {})
         for heads, by_seed in sorted(runs.items()):
             seeds = sorted(set(by_seed) & set(plain))
@@ -242,7 +244,7 @@ def _heads_vs_plain(entries) -> list[str]:
             base = statistics.mean(plain[s] for s in seeds)
             pretrained = f" after {pre} masked pretraining steps" + (f" at lr {pre_lr:g}" if pre_lr else "") if pre else ""
             seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of seeds {', '.join(map(str, seeds))}"
-            notes.append(f"- {recipe} H={horizon} ({mode}), {steps} steps at lr {lr:g}{pretrained}, {seed_text}: "
+            notes.append(f"- {recipe} H={horizon} ({backbone}), {steps} steps at lr {lr:g}{pretrained}, {seed_text}: "
                          f"heads `{heads}` {ours:.4f} vs plain backbone {base:.4f} ({100 * (ours / base - 1):+.2f} %).")
     return notes
 
