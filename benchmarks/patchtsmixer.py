@@ -207,8 +207,9 @@ def collect(folders: list[str]) -> str:
         # runs that differ only in their heads (and seed) are compared with each other
         backbone = (f"{a.get('mode')}, d_model {a.get('d_model')}, {a.get('num_layers')} layers, "
                     f"patch {a.get('patch_length')}/{a.get('patch_stride')}")
-        setting = (m["recipe"], a.get("horizon"), backbone, a.get("pretrain_steps") or 0, m["max_steps"],
-                   a.get("learning_rate"), a.get("pretrain_learning_rate"))
+        pretrain = a.get("pretrain_steps") or 0
+        pretrain_lr = (a.get("pretrain_learning_rate") or a.get("learning_rate")) if pretrain else None  # as the recipe
+        setting = (m["recipe"], a.get("horizon"), backbone, pretrain, m["max_steps"], a.get("learning_rate"), pretrain_lr)
         entries.append((setting, a.get("heads"), m["seed"], t["test_mse"],
                         f"| {m['recipe']} | {a.get('horizon')} | {a.get('heads')} | {a.get('mode')} | {a.get('pretrain_steps', 0)} | "
                         f"{m['max_steps']} | {a.get('learning_rate'):g} | {m['seed']} | {t['test_mse']:.4f} | {t['test_mae']:.4f} | "
@@ -242,7 +243,7 @@ def _heads_vs_plain(entries) -> list[str]:
                 continue
             ours = statistics.mean(by_seed[s] for s in seeds)
             base = statistics.mean(plain[s] for s in seeds)
-            pretrained = f" after {pre} masked pretraining steps" + (f" at lr {pre_lr:g}" if pre_lr else "") if pre else ""
+            pretrained = f" after {pre} masked pretraining steps at lr {pre_lr:g}" if pre else ""
             seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of seeds {', '.join(map(str, seeds))}"
             notes.append(f"- {recipe} H={horizon} ({backbone}), {steps} steps at lr {lr:g}{pretrained}, {seed_text}: "
                          f"heads `{heads}` {ours:.4f} vs plain backbone {base:.4f} ({100 * (ours / base - 1):+.2f} %).")
