@@ -277,8 +277,12 @@ def accuracy_table(folders) -> str:
         options = " ".join(f"--{k.replace('_', '-')} {a[k]}" for k in keys if a.get(k) is not None)
         if a.get("max_steps"):
             options += f" --max-steps {a['max_steps']}"
+        stack = config.get("encoder_stack")
+        if stack:
+            options += " --encoder-stack " + ",".join(map(str, stack))
         options += f" --seed {metrics.get('seed', a.get('seed'))}"
-        by_horizon.setdefault(config["prediction_length"], []).append(test.get("test_mse", float("nan")))
+        model = "InformerStack " + ",".join(map(str, stack)) if stack else "Informer"
+        by_horizon.setdefault((config["prediction_length"], model), []).append(test.get("test_mse", float("nan")))
         per_step = {}  # one validation per epoch; the extra one after training (best weights restored) is skipped
         for entry in metrics.get("log_history", []):
             if "eval_loss" in entry:
@@ -291,10 +295,10 @@ def accuracy_table(folders) -> str:
             f"{test.get('test_mse', float('nan')):.3f} | {test.get('test_mae', float('nan')):.3f} | "
             f"{'%.3f / %.3f' % paper if paper else 'n/a'} | `hf-plugins train informer-etth1 {options}` |")
         budget_limited = budget_limited or bool(a.get("max_steps"))
-    for horizon, values in by_horizon.items():
+    for (horizon, model), values in by_horizon.items():
         if len(values) > 1:
             paper = PAPER_ETTH1_M.get(horizon)
-            lines.append(f"\nH={horizon}: {len(values)} runs (seeds), mean test MSE {statistics.mean(values):.3f}, "
+            lines.append(f"\nH={horizon}, {model}: {len(values)} runs (seeds), mean test MSE {statistics.mean(values):.3f}, "
                          f"range {min(values):.3f}-{max(values):.3f}" + (f" (paper {paper[0]:.3f})" if paper else ""))
     if budget_limited:
         lines.append("\nRuns with `--max-steps` stop before the paper's protocol (up to 6 epochs, early stopping, "

@@ -210,8 +210,11 @@ def collect(folders: list[str]) -> str:
         pretrain = a.get("pretrain_steps") or 0
         pretrain_lr = (a.get("pretrain_learning_rate") or a.get("learning_rate")) if pretrain else None  # as the recipe
         setting = (m["recipe"], a.get("horizon"), backbone, pretrain, m["max_steps"], a.get("learning_rate"), pretrain_lr)
-        entries.append((setting, a.get("heads"), m["seed"], t["test_mse"],
-                        f"| {m['recipe']} | {a.get('horizon')} | {a.get('heads')} | {a.get('mode')} | {a.get('pretrain_steps', 0)} | "
+        heads = a.get("heads")
+        if heads != "none" and a.get("reconciliation_dropout"):
+            heads += f" (reconciliation dropout {a['reconciliation_dropout']:g})"
+        entries.append((setting, heads, m["seed"], t["test_mse"],
+                        f"| {m['recipe']} | {a.get('horizon')} | {heads} | {a.get('mode')} | {a.get('pretrain_steps', 0)} | "
                         f"{m['max_steps']} | {a.get('learning_rate'):g} | {m['seed']} | {t['test_mse']:.4f} | {t['test_mae']:.4f} | "
                         f"{t['naive_last_value_mse']:.4f} | {day} | {best[1]:.4f} @ {best[0]} | `{command}` |"))
     entries.sort(key=lambda e: (str(e[0]), str(e[1]), e[2]))

@@ -326,6 +326,19 @@ def test_recipe_tiny_writes_a_hub_folder(data_dir, tmp_path):
     assert f"| mse | {metrics['test']['test_mse']:.6g} |" in card and "forecast.png" in card
 
 
+def test_recipe_encoder_stack_flag_builds_informer_stack(data_dir):
+    from hf_plugins.recipes import get_recipe, recipe_parser
+
+    recipe = get_recipe("informer-etth1")
+    parser = recipe_parser(recipe)
+    args = parser.parse_args(["--tiny", "--data-dir", str(data_dir), "--encoder-stack", "2,1"])
+    plan = recipe.build(args)
+    assert plan.model.config.encoder_stack == [2, 1]
+    assert "encoder stack 2,1" in plan.card["setting"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--encoder-stack", "3,0"])
+
+
 class _LargestTensor(TorchDispatchMode):
     """Records the largest tensor (in elements) produced by any aten op."""
 

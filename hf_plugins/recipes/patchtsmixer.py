@@ -137,6 +137,8 @@ def _add_model_arguments(parser, *, d_model, num_layers, patch, stride, expansio
     parser.add_argument("--dropout", type=float, default=dropout)
     parser.add_argument("--head-dropout", type=float, default=head_dropout)
     parser.add_argument("--reconciliation-context", type=int, default=3)
+    parser.add_argument("--reconciliation-dropout", type=float, default=0.0,
+                        help="dropout inside the reconciliation heads (regularises them; no effect with --heads none)")
     parser.add_argument("--learning-rate", type=float, default=lr)
     parser.add_argument("--batch-size", type=int, default=batch)
     parser.add_argument("--eval-every", type=int, default=None, help="validation interval in steps")
@@ -175,6 +177,7 @@ def _build(args, splits, context, horizon, card, tiny_train, default_steps, val_
         use_cross_channel_head=use_cc,
         use_hierarchy_head=use_hier,
         reconciliation_context=args.reconciliation_context,
+        reconciliation_dropout=getattr(args, "reconciliation_dropout", 0.0),  # runs saved before the flag: none
         prediction_channel_indices=None if len(target_idx) == channels else target_idx,
         **model_kwargs,
     )
@@ -192,6 +195,8 @@ def _build(args, splits, context, horizon, card, tiny_train, default_steps, val_
                   "cc": "the cross-channel reconciliation head", "hier": "the hierarchical patch reconciliation head",
                   "both": "both online reconciliation heads (cross-channel and hierarchical patch)"}[heads]
     card = dict(card)
+    if heads != "none" and config.reconciliation_dropout:
+        heads_text += f" (dropout {config.reconciliation_dropout:g} inside the heads)"
     card["notes"] = (card.get("notes", "") + f" Backbone mode `{args.mode}` with {heads_text}." + pretrain_note).strip()
     card["heads"] = heads
 
