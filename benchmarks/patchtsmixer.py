@@ -268,6 +268,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--collect", nargs="+", metavar="DIR", help="write the accuracy section from these run folders")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results untouched")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -276,11 +277,13 @@ def main() -> None:
     if args.collect:
         body = collect(args.collect)
         print(body)
-        write_section("accuracy", "Accuracy on ETTh1 (test MSE)", body)
+        if not args.no_write:
+            write_section("accuracy", "Accuracy on ETTh1 (test MSE)", body)
         return
     body = speed(args.quick)
     print(body)
-    write_section("speed", "Step time and memory (context 512 -> 96, batch 32, 7 channels)", body)
+    if not args.no_write:
+        write_section("speed", "Step time and memory (context 512 -> 96, batch 32, 7 channels)", body)
 
 
 if __name__ == "__main__":
