@@ -277,11 +277,11 @@ def accuracy_table(folders) -> str:
         options = " ".join(f"--{k.replace('_', '-')} {a[k]}" for k in keys if a.get(k) is not None)
         if a.get("max_steps"):
             options += f" --max-steps {a['max_steps']}"
-        stack = config.get("encoder_stack")
+        stack = ",".join(map(str, config.get("encoder_stack") or []))
         if stack:
-            options += " --encoder-stack " + ",".join(map(str, stack))
+            options += f" --encoder-stack {stack}"
         options += f" --seed {metrics.get('seed', a.get('seed'))}"
-        model = "InformerStack " + ",".join(map(str, stack)) if stack else "Informer"
+        model = f"InformerStack {stack}" if stack else "Informer"
         by_horizon.setdefault((config["prediction_length"], model), []).append(test.get("test_mse", float("nan")))
         per_step = {}  # one validation per epoch; the extra one after training (best weights restored) is skipped
         for entry in metrics.get("log_history", []):

@@ -275,15 +275,12 @@ def main() -> None:
         run_child(args.child)
         return
     if args.collect:
-        body = collect(args.collect)
-        print(body)
-        if not args.no_write:
-            write_section("accuracy", "Accuracy on ETTh1 (test MSE)", body)
-        return
-    body = speed(args.quick)
+        key, title, body = "accuracy", "Accuracy on ETTh1 (test MSE)", collect(args.collect)
+    else:
+        key, title, body = "speed", "Step time and memory (context 512 -> 96, batch 32, 7 channels)", speed(args.quick)
     print(body)
     if not args.no_write:
-        write_section("speed", "Step time and memory (context 512 -> 96, batch 32, 7 channels)", body)
+        write_section(key, title, body)
 
 
 if __name__ == "__main__":
