@@ -282,6 +282,9 @@ def accuracy_table(folders) -> str:
             options += f" --encoder-stack {stack}"
         options += f" --seed {metrics.get('seed', a.get('seed'))}"
         model = f"InformerStack {stack}" if stack else "Informer"
+        if _lr_schedule(metrics) == "reference":
+            options = options.replace(" --seed", " --lr-schedule reference --seed")
+            model += ", reference lr schedule"
         by_horizon.setdefault((config["prediction_length"], model), []).append(test.get("test_mse", float("nan")))
         per_step = {}  # one validation per epoch; the extra one after training (best weights restored) is skipped
         for entry in metrics.get("log_history", []):
@@ -304,6 +307,17 @@ def accuracy_table(folders) -> str:
         lines.append("\nRuns with `--max-steps` stop before the paper's protocol (up to 6 epochs, early stopping, "
                      "learning rate halved per epoch): their figures are budget-limited, not a reproduction.")
     return "\n".join(lines)
+
+
+def _lr_schedule(metrics) -> str:
+    """The run's ``--lr-schedule``; runs made before the flag existed are told apart by the rate logged in
+    epoch 2 (halved: paper; still the base rate: reference)."""
+    if metrics["args"].get("lr_schedule"):
+        return metrics["args"]["lr_schedule"]
+    base = metrics["args"].get("learning_rate") or 1e-4
+    epoch_two = [entry["learning_rate"] for entry in metrics.get("log_history", [])
+                 if "learning_rate" in entry and 1.0 < entry.get("epoch", 0) < 2.0]
+    return "reference" if epoch_two and min(epoch_two) > 0.75 * base else "paper"
 
 
 # -- output ---------------------------------------------------------------------------------------------

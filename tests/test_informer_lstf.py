@@ -339,6 +339,30 @@ def test_recipe_encoder_stack_flag_builds_informer_stack(data_dir):
         parser.parse_args(["--encoder-stack", "3,0"])
 
 
+@pytest.mark.parametrize("schedule, expected", [("paper", [1.0, 0.5, 0.25, 0.125, 0.0625]),
+                                                ("reference", [1.0, 1.0, 0.5, 0.25, 0.125])])
+def test_recipe_learning_rate_schedules(data_dir, tmp_path, schedule, expected):
+    """paper: halved after every epoch; reference: lradj type1 as exp_informer.py applies it (epochs 1-2 at the
+    base rate, then halved)."""
+    from transformers import TrainingArguments
+
+    from hf_plugins.recipes import get_recipe, recipe_parser
+
+    recipe = get_recipe("informer-etth1")
+    plan = recipe.build(recipe_parser(recipe).parse_args(["--tiny", "--data-dir", str(data_dir),
+                                                           "--lr-schedule", schedule]))
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=64, learning_rate=1e-4,
+                             report_to=[], use_cpu=True)
+    trainer = plan.trainer_class(model=plan.model, args=args, train_dataset=plan.train_dataset)
+    trainer.create_optimizer_and_scheduler(num_training_steps=1000)
+    steps_per_epoch = len(trainer.get_train_dataloader())
+    factor = trainer.lr_scheduler.lr_lambdas[0]
+    starts = [factor(epoch * steps_per_epoch) for epoch in range(5)]
+    ends = [factor((epoch + 1) * steps_per_epoch - 1) for epoch in range(5)]
+    assert starts == ends == expected
+    assert ("lr schedule reference" in plan.card["setting"]) == (schedule == "reference")
+
+
 class _LargestTensor(TorchDispatchMode):
     """Records the largest tensor (in elements) produced by any aten op."""
 
