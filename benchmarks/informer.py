@@ -280,11 +280,11 @@ def accuracy_table(folders) -> str:
         stack = ",".join(map(str, config.get("encoder_stack") or []))
         if stack:
             options += f" --encoder-stack {stack}"
-        options += f" --seed {metrics.get('seed', a.get('seed'))}"
         model = f"InformerStack {stack}" if stack else "Informer"
         if _lr_schedule(metrics) == "reference":
-            options = options.replace(" --seed", " --lr-schedule reference --seed")
+            options += " --lr-schedule reference"
             model += ", reference lr schedule"
+        options += f" --seed {metrics.get('seed', a.get('seed'))}"
         by_horizon.setdefault((config["prediction_length"], model), []).append(test.get("test_mse", float("nan")))
         per_step = {}  # one validation per epoch; the extra one after training (best weights restored) is skipped
         for entry in metrics.get("log_history", []):

@@ -3,8 +3,9 @@
 Protocol of the Informer reference code (``exp/exp_informer.py``): standard ETT split (12/4/4 months),
 global z-score with train statistics, MSE loss, Adam at 1e-4 halved after every epoch (the paper: "decaying
 two times smaller every epoch"; ``--lr-schedule reference`` gives what the reference code's ``lradj type1``
-does in effect: epochs 1 and 2 at 1e-4, halved from epoch 3 on), batch 32, at most 6 epochs with early stopping on the validation loss (patience 3) and the best
-checkpoint restored; test MSE / MAE on the normalised test split.
+does in effect: epochs 1 and 2 at 1e-4, halved from epoch 3 on), batch 32, at most 6 epochs with early
+stopping on the validation loss (patience 3) and the best checkpoint restored; test MSE / MAE on the
+normalised test split.
 
 Per-horizon input lengths default to the reference's ``scripts/ETTh1.sh`` (the paper's tuned setting):
 (context, label, factor) = (48, 48, 3) for 24, (96, 48, 5) for 48, (168, 168, 5) for 168 and 336,
