@@ -4,6 +4,7 @@
     python benchmarks/informer.py --quick          # smaller sizes, fewer repeats
     python benchmarks/informer.py --part model --model-sizes 96:24,336:96
     python benchmarks/informer.py --accuracy outputs/informer-h24 outputs/informer-h48   # tabulate runs
+    python benchmarks/informer.py --accuracy outputs/informer-h168 --reference-log informer2020_h168.log
 
 Both implementations run interleaved (ours, anchor, ours, anchor...) in this process with the same sizes,
 the same inputs and the same thread count; the figures are medians over the repeats. Each forward+backward
@@ -54,11 +55,14 @@ def main(argv=None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--accuracy", nargs="+", default=None, metavar="RUN_DIR",
                         help="instead: tabulate test metrics of folders written by `hf-plugins train informer-etth1`")
+    parser.add_argument("--reference-log", nargs="+", default=[], metavar="LOG",
+                        help="with --accuracy: add rows parsed from the stdout of the paper's own code "
+                             "(zhouhaoyi/Informer2020 main_informer.py), the anchor for the accuracy figures")
     args = parser.parse_args(argv)
     command = "python benchmarks/informer.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
     if args.accuracy:
-        table = accuracy_table(args.accuracy)
+        table = accuracy_table(args.accuracy, args.reference_log)
         return _emit(f"Accuracy: `{command.strip()}`", table, args.no_write, replaces="Accuracy:")
 
     torch.set_num_threads(args.threads)
@@ -262,11 +266,11 @@ def _machine_line(threads, repeats, end=False) -> str:
 PAPER_ETTH1_M = {24: (0.577, 0.549), 48: (0.685, 0.625), 168: (0.931, 0.752), 336: (1.128, 0.873), 720: (1.215, 0.896)}
 
 
-def accuracy_table(folders) -> str:
+def accuracy_table(folders, reference_logs=()) -> str:
     lines = ["| horizon | features | attention | context/label | epochs trained | validation MSE by epoch (best is tested) "
              "| test MSE | test MAE | paper MSE / MAE | command |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    budget_limited = False
+    budget_limited = old_layout = False
     by_horizon = {}
     for folder in folders:
         metrics = json.loads((Path(folder) / "metrics.json").read_text())
@@ -284,6 +288,12 @@ def accuracy_table(folders) -> str:
         if _lr_schedule(metrics) == "reference":
             options += " --lr-schedule reference"
             model += ", reference lr schedule"
+        if not config.get("embedding_bias", False):
+            model += ", bias-free embeddings"
+            old_layout = True
+        if config.get("probsparse_sampling", "shared") != "shared":
+            options += f" --probsparse-sampling {config['probsparse_sampling']}"
+            model += ", per-query key samples"
         options += f" --seed {metrics.get('seed', a.get('seed'))}"
         by_horizon.setdefault((config["prediction_length"], model), []).append(test.get("test_mse", float("nan")))
         per_step = {}  # one validation per epoch; the extra one after training (best weights restored) is skipped
@@ -296,8 +306,28 @@ def accuracy_table(folders) -> str:
             f"{config['context_length']}/{config['label_length']} | {metrics['train'].get('epoch', float('nan')):.2f} | "
             f"{by_epoch or '-'} | "
             f"{test.get('test_mse', float('nan')):.3f} | {test.get('test_mae', float('nan')):.3f} | "
-            f"{'%.3f / %.3f' % paper if paper else 'n/a'} | `hf-plugins train informer-etth1 {options}` |")
+            f"{'%.3f / %.3f' % paper if paper else 'n/a'} | `hf-plugins train informer-etth1 {options}`"
+            f"{' (bias-free embeddings)' if not config.get('embedding_bias', False) else ''} |")
         budget_limited = budget_limited or bool(a.get("max_steps"))
+    for log in reference_logs:
+        run = parse_reference_log(Path(log).read_text())
+        paper = PAPER_ETTH1_M.get(run["pred_len"]) if run["features"] == "M" else None
+        model = "Informer2020 reference code" + (f" ({run['model']})" if run["model"] != "informer" else "")
+        by_horizon.setdefault((run["pred_len"], model), []).append(run["test_mse"])
+        by_epoch = ", ".join(f"{v:.3f}" for v in run["validation"])
+        lines.append(
+            f"| {run['pred_len']} | {run['features']} | {run['attn']} | {run['seq_len']}/{run['label_len']} | "
+            f"{len(run['validation'])}.00 | {by_epoch} | {run['test_mse']:.3f} | {run['test_mae']:.3f} | "
+            f"{'%.3f / %.3f' % paper if paper else 'n/a'} | reference code: `{run['command']}` (log {Path(log).name}) |")
+    if old_layout:
+        lines.append("\nRows marked bias-free embeddings were trained before the value and time-feature embeddings got "
+                     "the reference code's bias terms (`embedding_bias`, now on by default); their command gives "
+                     "today's model.")
+    if reference_logs:
+        lines.append("\nReference-code rows: the paper's own code, zhouhaoyi/Informer2020 at 29f2a73, run on this machine "
+                     "(CPU, 1 thread, not seeded: it sets no seed) with numpy 2's `np.inf` in place of the removed "
+                     "`np.Inf` in utils/tools.py, its only change. Its validation figure is the mean of per-batch MSE "
+                     "and its test loader drops the last partial batch (`drop_last=True`); ours score every window.")
     for (horizon, model), values in by_horizon.items():
         if len(values) > 1:
             paper = PAPER_ETTH1_M.get(horizon)
@@ -307,6 +337,34 @@ def accuracy_table(folders) -> str:
         lines.append("\nRuns with `--max-steps` stop before the paper's protocol (up to 6 epochs, early stopping, "
                      "learning rate halved per epoch): their figures are budget-limited, not a reproduction.")
     return "\n".join(lines)
+
+
+def parse_reference_log(text: str) -> dict:
+    """Settings, validation loss per epoch and test MSE/MAE from the stdout of Informer2020's main_informer.py.
+
+    The run's arguments come from its ``Args in experiment: Namespace(...)`` line, the per-epoch
+    ``Vali Loss`` from its ``Epoch: N, Steps: ...`` lines and the tested (best-validation) model's figures
+    from the final ``mse:..., mae:...`` line. A log without them (a run still going, another program) is
+    an error that says what is missing.
+    """
+    import re
+
+    namespace = re.search(r"Namespace\((.*)\)", text)
+    result = re.findall(r"^mse:([0-9.eE+-]+), mae:([0-9.eE+-]+)", text, flags=re.M)
+    if not namespace or not result:
+        raise ValueError("not a finished Informer2020 main_informer.py log: expected its 'Args in experiment: "
+                         "Namespace(...)' line and a final 'mse:..., mae:...' line")
+    fields = dict(re.findall(r"(\w+)=('[^']*'|[^,]+)", namespace.group(1)))
+    arg = {k: v.strip("'") for k, v in fields.items()}
+    validation = [float(v) for v in re.findall(r"Vali Loss: ([0-9.eE+-]+)", text)]
+    flags = ("model", "data", "features", "seq_len", "label_len", "pred_len", "e_layers", "d_layers", "attn", "factor",
+             "train_epochs")
+    command = "python -u main_informer.py " + " ".join(f"--{k} {arg[k]}" for k in flags if k in arg)
+    mse, mae = (float(v) for v in result[-1])
+    return {"model": arg.get("model", "informer"), "features": arg.get("features", "M"),
+            "attn": arg.get("attn", "prob"), "seq_len": int(arg["seq_len"]), "label_len": int(arg["label_len"]),
+            "pred_len": int(arg["pred_len"]), "validation": validation, "test_mse": mse, "test_mae": mae,
+            "command": command}
 
 
 def _lr_schedule(metrics) -> str:

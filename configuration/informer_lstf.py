@@ -57,6 +57,9 @@ class InformerLSTFConfig(PretrainedConfig):
         deterministic_eval_sampling: in eval mode, draw the key samples from a fixed seed so that inference
             is reproducible (training always uses the global RNG).
         distil: self-attention distilling between encoder layers (Sec. 3.2, Eq. 5).
+        embedding_bias: bias terms in the value (Conv1d) and time-feature (Linear) embeddings, as the reference
+            code (Informer2020) has them; ``False`` gives the bias-free embeddings of later re-implementations
+            (Time-Series-Library) and of checkpoints saved by hf-plugins before this option existed.
         decoder_mix_attention: the reference code's ``mix=True`` re-layout of the decoder self-attention output
             (the ``(heads, time, head_dim)`` result read as ``(time, heads * head_dim)`` before the output
             projection). It mixes positions, so the decoder is then not position-wise causal; nothing leaks,
@@ -92,6 +95,7 @@ class InformerLSTFConfig(PretrainedConfig):
     probsparse_sampling: str = "shared"
     deterministic_eval_sampling: bool = True
     distil: bool = True
+    embedding_bias: bool = True
     decoder_mix_attention: bool = True
     dropout: float = 0.05
     attention_dropout: float = 0.05

@@ -96,10 +96,10 @@ class InformerLSTFSampleOutput(ModelOutput):
 
 
 class InformerLSTFTokenEmbedding(nn.Conv1d):
-    """Value ("scalar projection") embedding: Conv1d, kernel 3, circular padding, no bias."""
+    """Value ("scalar projection") embedding: Conv1d, kernel 3, circular padding."""
 
-    def __init__(self, input_size: int, d_model: int):
-        super().__init__(input_size, d_model, kernel_size=3, padding=1, padding_mode="circular", bias=False)
+    def __init__(self, input_size: int, d_model: int, bias: bool = True):
+        super().__init__(input_size, d_model, kernel_size=3, padding=1, padding_mode="circular", bias=bias)
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:  # (B, L, C) -> (B, L, d_model)
         return super().forward(values.transpose(1, 2)).transpose(1, 2)
@@ -111,9 +111,10 @@ class InformerLSTFEmbedding(nn.Module):
     def __init__(self, config: InformerLSTFConfig):
         super().__init__()
         self.d_model = config.d_model
-        self.value_embedding = InformerLSTFTokenEmbedding(config.input_size, config.d_model)
+        bias = config.embedding_bias
+        self.value_embedding = InformerLSTFTokenEmbedding(config.input_size, config.d_model, bias=bias)
         self.time_embedding = (
-            nn.Linear(config.num_time_features, config.d_model, bias=False) if config.num_time_features else None
+            nn.Linear(config.num_time_features, config.d_model, bias=bias) if config.num_time_features else None
         )
         self.dropout = nn.Dropout(config.dropout)
 
@@ -264,11 +265,13 @@ class InformerLSTFPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["InformerLSTFEncoderLayer", "InformerLSTFDecoderLayer"]
 
     def _init_weights(self, module: nn.Module):
-        if isinstance(module, InformerLSTFTokenEmbedding):
-            init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="leaky_relu")
-        elif isinstance(module, (nn.Linear, nn.Conv1d)):
-            # PyTorch's default (reference code): Kaiming-uniform(a=sqrt(5)) weights, U(+-1/sqrt(fan_in)) bias
-            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+        if isinstance(module, (nn.Linear, nn.Conv1d)):
+            # PyTorch's default (reference code): Kaiming-uniform(a=sqrt(5)) weights, U(+-1/sqrt(fan_in)) bias;
+            # the token embedding's weights are Kaiming-normal (fan_in, leaky_relu) as in the reference
+            if isinstance(module, InformerLSTFTokenEmbedding):
+                init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="leaky_relu")
+            else:
+                init.kaiming_uniform_(module.weight, a=math.sqrt(5))
             if module.bias is not None:
                 fan_in = module.weight[0].numel()
                 bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0

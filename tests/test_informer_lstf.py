@@ -269,6 +269,24 @@ def test_bf16_forward():
 # -- transformers plumbing ------------------------------------------------------------------------------------
 
 
+def test_embedding_bias_is_the_reference_default_and_optional():
+    """The reference code's value Conv1d and time-feature Linear carry biases; embedding_bias=False drops just
+    those two terms (the bias-free layout of later re-implementations and of older hf-plugins checkpoints)."""
+    with_bias = InformerLSTFForPrediction(InformerLSTFConfig(input_size=3, **TINY)).eval()
+    names = {k for k in with_bias.state_dict() if "_embedding." in k and k.endswith(".bias")}
+    assert names == {f"model.{side}_embedding.{part}.bias" for side in ("encoder", "decoder")
+                     for part in ("value_embedding", "time_embedding")}
+    without = InformerLSTFForPrediction(InformerLSTFConfig(input_size=3, embedding_bias=False, **TINY)).eval()
+    assert set(with_bias.state_dict()) - set(without.state_dict()) == names
+    without.load_state_dict({k: v for k, v in with_bias.state_dict().items() if k not in names})
+    batch = _batch(with_bias.config)
+    assert not torch.allclose(with_bias(**batch).prediction_outputs, without(**batch).prediction_outputs)
+    with torch.no_grad():
+        for name in names:
+            with_bias.get_parameter(name).zero_()
+    torch.testing.assert_close(with_bias(**batch).prediction_outputs, without(**batch).prediction_outputs)
+
+
 def test_save_load_round_trip_and_auto_classes(tmp_path):
     from transformers import AutoConfig, AutoModel, AutoModelForTimeSeriesPrediction
 
@@ -326,17 +344,24 @@ def test_recipe_tiny_writes_a_hub_folder(data_dir, tmp_path):
     assert f"| mse | {metrics['test']['test_mse']:.6g} |" in card and "forecast.png" in card
 
 
-def test_recipe_encoder_stack_flag_builds_informer_stack(data_dir):
+def test_recipe_model_flags_reach_the_config_and_card(data_dir):
+    """--encoder-stack builds InformerStack; --probsparse-sampling per_query draws keys per query (reference)."""
     from hf_plugins.recipes import get_recipe, recipe_parser
 
     recipe = get_recipe("informer-etth1")
     parser = recipe_parser(recipe)
-    args = parser.parse_args(["--tiny", "--data-dir", str(data_dir), "--encoder-stack", "2,1"])
+    plan = recipe.build(parser.parse_args(["--tiny", "--data-dir", str(data_dir)]))
+    assert plan.model.config.encoder_stack is None and plan.model.config.probsparse_sampling == "shared"
+    assert "encoder stack" not in plan.card["setting"] and "key samples" not in plan.card["setting"]
+    args = parser.parse_args(["--tiny", "--data-dir", str(data_dir), "--encoder-stack", "2,1",
+                              "--probsparse-sampling", "per_query"])
     plan = recipe.build(args)
-    assert plan.model.config.encoder_stack == [2, 1]
-    assert "encoder stack 2,1" in plan.card["setting"]
+    assert plan.model.config.encoder_stack == [2, 1] and plan.model.config.probsparse_sampling == "per_query"
+    assert "encoder stack 2,1" in plan.card["setting"] and "per-query key samples" in plan.card["setting"]
     with pytest.raises(SystemExit):
         parser.parse_args(["--encoder-stack", "3,0"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--probsparse-sampling", "random"])
 
 
 @pytest.mark.parametrize("schedule, expected", [("paper", [1.0, 0.5, 0.25, 0.125, 0.0625]),

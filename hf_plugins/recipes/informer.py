@@ -41,6 +41,9 @@ def add_arguments(parser) -> None:
                         help="M: 7 channels in and out; S: OT in and out; MS: 7 channels in, OT out")
     parser.add_argument("--attention", choices=("prob", "full"), default="prob", help="ProbSparse or full self-attention")
     parser.add_argument("--factor", type=int, default=None, help="ProbSparse sampling factor c (default: per horizon)")
+    parser.add_argument("--probsparse-sampling", choices=("shared", "per_query"), default="shared",
+                        help="ProbSparse key sample: one for all queries (fast) or one per query (as the reference "
+                             "code draws it)")
     parser.add_argument("--encoder-stack", type=_layer_counts, default=None, metavar="N,N,...",
                         help="InformerStack: layer counts of the stacked encoders, e.g. 3,2,1 (the reference's "
                              "s_layers); default: the single 2-layer encoder")
@@ -83,6 +86,7 @@ def build(args) -> RecipePlan:
         freq=splits.freq,
         attention_type=getattr(args, "attention", "prob"),
         sampling_factor=factor,
+        probsparse_sampling=getattr(args, "probsparse_sampling", "shared"),
         loss=getattr(args, "loss", "mse"),
         encoder_stack=getattr(args, "encoder_stack", None),
         **sizes,
@@ -130,6 +134,8 @@ def build(args) -> RecipePlan:
     setting = f"context {context}, label {label}, horizon {horizon}, factor {factor}, features {features}"
     if lr_schedule != "paper":
         setting += f", lr schedule {lr_schedule}"
+    if config.probsparse_sampling != "shared":
+        setting += f", {config.probsparse_sampling.replace('_', '-')} key samples"
     if config.encoder_stack is not None:
         setting += f", encoder stack {','.join(map(str, config.encoder_stack))}"
     return RecipePlan(
