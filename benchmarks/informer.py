@@ -5,6 +5,7 @@
     python benchmarks/informer.py --part model --model-sizes 96:24,336:96
     python benchmarks/informer.py --accuracy outputs/informer-h24 outputs/informer-h48   # tabulate runs
     python benchmarks/informer.py --accuracy outputs/informer-h168 --reference-log informer2020_h168.log
+    python benchmarks/informer.py --reference-parity ~/src/Informer2020   # same weights, same outputs?
 
 Both implementations run interleaved (ours, anchor, ours, anchor...) in this process with the same sizes,
 the same inputs and the same thread count; the figures are medians over the repeats. Each forward+backward
@@ -58,9 +59,16 @@ def main(argv=None) -> int:
     parser.add_argument("--reference-log", nargs="+", default=[], metavar="LOG",
                         help="with --accuracy: add rows parsed from the stdout of the paper's own code "
                              "(zhouhaoyi/Informer2020 main_informer.py), the anchor for the accuracy figures")
+    parser.add_argument("--reference-parity", default=None, metavar="CHECKOUT",
+                        help="instead: load the same random weights into ours and into the paper's own code (a "
+                             "checkout of zhouhaoyi/Informer2020, imported from there at run time) and compare outputs")
     args = parser.parse_args(argv)
     command = "python benchmarks/informer.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
+    if args.reference_parity:
+        table = reference_parity_table(Path(args.reference_parity).expanduser())
+        return _emit("Parity with the reference code: `python benchmarks/informer.py --reference-parity CHECKOUT`",
+                     table, args.no_write)
     if args.accuracy:
         table = accuracy_table(args.accuracy, args.reference_log)
         return _emit(f"Accuracy: `{command.strip()}`", table, args.no_write, replaces="Accuracy:")
@@ -376,6 +384,133 @@ def _lr_schedule(metrics) -> str:
     epoch_two = [entry["learning_rate"] for entry in metrics.get("log_history", [])
                  if "learning_rate" in entry and 1.0 < entry.get("epoch", 0) < 2.0]
     return "reference" if epoch_two and min(epoch_two) > 0.75 * base else "paper"
+
+
+# -- parity with the reference code --------------------------------------------------------------------
+
+# our parameter names -> Informer2020's (models/model.py), applied in order
+_REFERENCE_NAMES = [
+    (r"^model\.encoder_embedding\.value_embedding\.", "enc_embedding.value_embedding.tokenConv."),
+    (r"^model\.decoder_embedding\.value_embedding\.", "dec_embedding.value_embedding.tokenConv."),
+    (r"^model\.encoder_embedding\.time_embedding\.", "enc_embedding.temporal_embedding.embed."),
+    (r"^model\.decoder_embedding\.time_embedding\.", "dec_embedding.temporal_embedding.embed."),
+    (r"^model\.decoder_layer_norm\.", "decoder.norm."),
+    (r"^model\.decoder_layers\.", "decoder.layers."),
+    (r"^model\.encoder\.", "encoder."),
+    (r"(encoder\.(?:encoders\.\d+\.)?)layers\.", r"\1attn_layers."),
+    (r"distil_layers\.(\d+)\.conv\.", r"conv_layers.\1.downConv."),
+    (r"distil_layers\.", "conv_layers."),
+    (r"(attn_layers\.\d+\.)self_attn\.", r"\1attention."),
+    (r"self_attn\.", "self_attention."),
+    (r"cross_attn\.", "cross_attention."),
+    (r"self_attn_layer_norm", "norm1"),
+    (r"cross_attn_layer_norm", "norm2"),
+    (r"(attn_layers\.\d+\.)final_layer_norm", r"\1norm2"),
+    (r"final_layer_norm", "norm3"),
+    (r"feed_forward\.fc", "conv"),
+    (r"(encoder\.(?:encoders\.\d+\.)?)layer_norm\.", r"\1norm."),
+    (r"q_proj", "query_projection"), (r"k_proj", "key_projection"), (r"v_proj", "value_projection"),
+    (r"out_proj", "out_projection"),
+]
+
+
+def _reference_name(name: str) -> str:
+    import re
+
+    for pattern, replacement in _REFERENCE_NAMES:
+        name = re.sub(pattern, replacement, name)
+    return name
+
+
+def reference_parity_table(checkout: Path) -> str:
+    """Our InformerLSTF and Informer2020's Informer / InformerStack with the same random weights: largest output
+    difference in eval and train mode (dropout 0; train mode exercises BatchNorm's batch statistics) and of
+    the input gradient of the MSE loss. ProbSparse draws random keys, so it is compared where every query is
+    active (factor large enough that u = L), the case in which the paper's attention must equal full attention."""
+    if not (checkout / "models" / "model.py").is_file():
+        raise SystemExit(f"--reference-parity {checkout}: expected a checkout of zhouhaoyi/Informer2020 "
+                         "(models/model.py not found)")
+    sys.path.insert(0, str(checkout))
+    from models.model import Informer, InformerStack  # the reference code, imported from the user's checkout
+
+    from hf_plugins.configuration.informer_lstf import InformerLSTFConfig
+    from hf_plugins.modeling.informer_lstf import InformerLSTFForPrediction
+
+    cases = [  # (name, attention, factor, features, encoder stack)
+        ("Informer, full attention, M", "full", 5, "M", None),
+        ("Informer, ProbSparse with every query active, M", "prob", 10, "M", None),
+        ("Informer, full attention, MS (7 in, 1 out)", "full", 5, "MS", None),
+        ("InformerStack 3,2,1, full attention, M", "full", 5, "M", [3, 2, 1]),
+    ]
+    seq, label, horizon, d_model, batch = 24, 12, 12, 32, 4
+    lines = ["| model | parameters | max abs diff, eval | max abs diff, train | max abs diff, input gradient | "
+             "output scale |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, attention, factor, features, stack in cases:
+        torch.manual_seed(0)
+        c_out = 1 if features == "MS" else 7
+        common = dict(enc_in=7, dec_in=7, c_out=c_out, seq_len=seq, label_len=label, out_len=horizon, factor=factor,
+                      d_model=d_model, n_heads=4, d_layers=1, d_ff=64, dropout=0.0, attn=attention, embed="timeF",
+                      freq="h", activation="gelu", output_attention=False, distil=True, mix=True,
+                      device=torch.device("cpu"))
+        ref = InformerStack(e_layers=stack, **common) if stack else Informer(e_layers=2, **common)
+        config = InformerLSTFConfig(input_size=7, output_size=c_out, context_length=seq, label_length=label,
+                                    prediction_length=horizon, d_model=d_model, num_attention_heads=4, ffn_dim=64,
+                                    attention_type=attention, sampling_factor=factor, dropout=0.0,
+                                    attention_dropout=0.0, encoder_stack=stack)
+        ours = InformerLSTFForPrediction(config)
+        reference_state = ref.state_dict()
+        mapped = {}
+        for key, value in ours.state_dict().items():
+            source = _reference_name(key)
+            if source not in reference_state:
+                raise SystemExit(f"no reference parameter for {key} (looked for {source})")
+            mapped[key] = reference_state[source].reshape(value.shape)
+        unused = set(reference_state) - {_reference_name(k) for k in mapped} - {
+            k for k in reference_state if k.endswith("position_embedding.pe")}
+        if unused:
+            raise SystemExit(f"reference parameters with no counterpart in ours: {sorted(unused)}")
+        ours.load_state_dict(mapped)
+        x, x_mark = torch.randn(batch, seq, 7), torch.rand(batch, seq, 4) - 0.5
+        y_mark = torch.rand(batch, horizon, 4) - 0.5
+        target = torch.randn(batch, horizon, c_out)
+        dec_in = torch.cat([x[:, -label:], torch.zeros(batch, horizon, 7)], 1)
+        dec_mark = torch.cat([x_mark[:, -label:], y_mark], 1)
+        diffs = []
+        for train in (False, True):
+            ref.train(train), ours.train(train)
+            with torch.no_grad():
+                diffs.append((ours(past_values=x, past_time_features=x_mark, future_time_features=y_mark)
+                              .prediction_outputs - ref(x, x_mark, dec_in, dec_mark)).abs().max().item())
+        grads = []
+        for run in ("ours", "reference"):
+            inp = x.clone().requires_grad_(True)
+            if run == "ours":
+                out = ours(past_values=inp, past_time_features=x_mark, future_time_features=y_mark).prediction_outputs
+            else:
+                out = ref(inp, x_mark, torch.cat([inp[:, -label:], torch.zeros(batch, horizon, 7)], 1), dec_mark)
+            torch.nn.functional.mse_loss(out, target).backward()
+            grads.append(inp.grad)
+        ours.eval()
+        with torch.no_grad():
+            scale = ours(past_values=x, past_time_features=x_mark, future_time_features=y_mark).prediction_outputs
+        lines.append(f"| {name} | {sum(p.numel() for p in ours.parameters()):,} | {diffs[0]:.1e} | {diffs[1]:.1e} | "
+                     f"{(grads[0] - grads[1]).abs().max().item():.1e} | {scale.abs().max().item():.2f} |")
+    sys.path.remove(str(checkout))
+    head = subprocess_head(checkout)
+    return (f"Reference: zhouhaoyi/Informer2020 {head}, imported from a local checkout; tiny size (d_model "
+            f"{d_model}, 4 heads, d_ff 64, context {seq}, label {label}, horizon {horizon}, batch {batch}), "
+            "random weights copied from the reference model into ours by name.\n\n" + "\n".join(lines))
+
+
+def subprocess_head(checkout: Path) -> str:
+    """The checkout's commit, or 'at an unknown commit' when it is not a git work tree."""
+    import subprocess
+
+    try:
+        return "at " + subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], check=True,
+                                      capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "at an unknown commit"
 
 
 # -- output ---------------------------------------------------------------------------------------------
