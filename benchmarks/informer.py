@@ -339,7 +339,7 @@ def accuracy_table(folders, reference_logs=()) -> str:
     for (horizon, model), values in by_horizon.items():
         if len(values) > 1:
             paper = PAPER_ETTH1_M.get(horizon)
-            lines.append(f"\nH={horizon}, {model}: {len(values)} runs (seeds), mean test MSE {statistics.mean(values):.3f}, "
+            lines.append(f"\nH={horizon}, {model}: {len(values)} runs, mean test MSE {statistics.mean(values):.3f}, "
                          f"range {min(values):.3f}-{max(values):.3f}" + (f" (paper {paper[0]:.3f})" if paper else ""))
     if budget_limited:
         lines.append("\nRuns with `--max-steps` stop before the paper's protocol (up to 6 epochs, early stopping, "
