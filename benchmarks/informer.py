@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -278,7 +279,7 @@ def accuracy_table(folders, reference_logs=()) -> str:
     lines = ["| horizon | features | attention | context/label | epochs trained | validation MSE by epoch (best is tested) "
              "| test MSE | test MAE | paper MSE / MAE | command |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    budget_limited = old_layout = False
+    budget_limited = any_bias_free = False
     by_horizon = {}
     for folder in folders:
         metrics = json.loads((Path(folder) / "metrics.json").read_text())
@@ -296,9 +297,10 @@ def accuracy_table(folders, reference_logs=()) -> str:
         if _lr_schedule(metrics) == "reference":
             options += " --lr-schedule reference"
             model += ", reference lr schedule"
-        if not config.get("embedding_bias", False):
+        bias_free = not config.get("embedding_bias", False)  # trained before the option existed
+        if bias_free:
             model += ", bias-free embeddings"
-            old_layout = True
+            any_bias_free = True
         if config.get("probsparse_sampling", "shared") != "shared":
             options += f" --probsparse-sampling {config['probsparse_sampling']}"
             model += ", per-query key samples"
@@ -315,7 +317,7 @@ def accuracy_table(folders, reference_logs=()) -> str:
             f"{by_epoch or '-'} | "
             f"{test.get('test_mse', float('nan')):.3f} | {test.get('test_mae', float('nan')):.3f} | "
             f"{'%.3f / %.3f' % paper if paper else 'n/a'} | `hf-plugins train informer-etth1 {options}`"
-            f"{' (bias-free embeddings)' if not config.get('embedding_bias', False) else ''} |")
+            f"{' (bias-free embeddings)' if bias_free else ''} |")
         budget_limited = budget_limited or bool(a.get("max_steps"))
     for log in reference_logs:
         run = parse_reference_log(Path(log).read_text())
@@ -325,9 +327,9 @@ def accuracy_table(folders, reference_logs=()) -> str:
         by_epoch = ", ".join(f"{v:.3f}" for v in run["validation"])
         lines.append(
             f"| {run['pred_len']} | {run['features']} | {run['attn']} | {run['seq_len']}/{run['label_len']} | "
-            f"{len(run['validation'])}.00 | {by_epoch} | {run['test_mse']:.3f} | {run['test_mae']:.3f} | "
+            f"{len(run['validation']):.2f} | {by_epoch} | {run['test_mse']:.3f} | {run['test_mae']:.3f} | "
             f"{'%.3f / %.3f' % paper if paper else 'n/a'} | reference code: `{run['command']}` (log {Path(log).name}) |")
-    if old_layout:
+    if any_bias_free:
         lines.append("\nRows marked bias-free embeddings were trained before the value and time-feature embeddings got "
                      "the reference code's bias terms (`embedding_bias`, now on by default); their command gives "
                      "today's model.")
@@ -355,8 +357,6 @@ def parse_reference_log(text: str) -> dict:
     from the final ``mse:..., mae:...`` line. A log without them (a run still going, another program) is
     an error that says what is missing.
     """
-    import re
-
     namespace = re.search(r"Namespace\((.*)\)", text)
     result = re.findall(r"^mse:([0-9.eE+-]+), mae:([0-9.eE+-]+)", text, flags=re.M)
     if not namespace or not result:
@@ -415,8 +415,6 @@ _REFERENCE_NAMES = [
 
 
 def _reference_name(name: str) -> str:
-    import re
-
     for pattern, replacement in _REFERENCE_NAMES:
         name = re.sub(pattern, replacement, name)
     return name
@@ -459,50 +457,50 @@ def reference_parity_table(checkout: Path) -> str:
                                     attention_dropout=0.0, encoder_stack=stack)
         ours = InformerLSTFForPrediction(config)
         reference_state = ref.state_dict()
-        mapped = {}
+        mapped, used = {}, set()
         for key, value in ours.state_dict().items():
             source = _reference_name(key)
             if source not in reference_state:
                 raise SystemExit(f"no reference parameter for {key} (looked for {source})")
             mapped[key] = reference_state[source].reshape(value.shape)
-        unused = set(reference_state) - {_reference_name(k) for k in mapped} - {
-            k for k in reference_state if k.endswith("position_embedding.pe")}
+            used.add(source)
+        unused = {k for k in reference_state if k not in used and not k.endswith("position_embedding.pe")}
         if unused:
             raise SystemExit(f"reference parameters with no counterpart in ours: {sorted(unused)}")
         ours.load_state_dict(mapped)
         x, x_mark = torch.randn(batch, seq, 7), torch.rand(batch, seq, 4) - 0.5
         y_mark = torch.rand(batch, horizon, 4) - 0.5
         target = torch.randn(batch, horizon, c_out)
-        dec_in = torch.cat([x[:, -label:], torch.zeros(batch, horizon, 7)], 1)
         dec_mark = torch.cat([x_mark[:, -label:], y_mark], 1)
-        diffs = []
+
+        def run_ours(values, ours=ours):
+            return ours(past_values=values, past_time_features=x_mark, future_time_features=y_mark).prediction_outputs
+
+        def run_reference(values, ref=ref):  # the reference's generative decoder input, built as exp_informer does
+            return ref(values, x_mark, torch.cat([values[:, -label:], torch.zeros(batch, horizon, 7)], 1), dec_mark)
+
+        outputs = []  # (ours, reference) in eval mode, then in train mode
         for train in (False, True):
             ref.train(train), ours.train(train)
             with torch.no_grad():
-                diffs.append((ours(past_values=x, past_time_features=x_mark, future_time_features=y_mark)
-                              .prediction_outputs - ref(x, x_mark, dec_in, dec_mark)).abs().max().item())
-        grads = []
-        for run in ("ours", "reference"):
-            inp = x.clone().requires_grad_(True)
-            if run == "ours":
-                out = ours(past_values=inp, past_time_features=x_mark, future_time_features=y_mark).prediction_outputs
-            else:
-                out = ref(inp, x_mark, torch.cat([inp[:, -label:], torch.zeros(batch, horizon, 7)], 1), dec_mark)
-            torch.nn.functional.mse_loss(out, target).backward()
-            grads.append(inp.grad)
-        ours.eval()
-        with torch.no_grad():
-            scale = ours(past_values=x, past_time_features=x_mark, future_time_features=y_mark).prediction_outputs
-        lines.append(f"| {name} | {sum(p.numel() for p in ours.parameters()):,} | {diffs[0]:.1e} | {diffs[1]:.1e} | "
-                     f"{(grads[0] - grads[1]).abs().max().item():.1e} | {scale.abs().max().item():.2f} |")
+                outputs.append((run_ours(x), run_reference(x)))
+        grads = []  # input gradients of the MSE loss, train mode
+        for run in (run_ours, run_reference):
+            values = x.clone().requires_grad_(True)
+            torch.nn.functional.mse_loss(run(values), target).backward()
+            grads.append(values.grad)
+        (eval_ours, eval_ref), (train_ours, train_ref) = outputs
+        lines.append(f"| {name} | {sum(p.numel() for p in ours.parameters()):,} | "
+                     f"{(eval_ours - eval_ref).abs().max().item():.1e} | "
+                     f"{(train_ours - train_ref).abs().max().item():.1e} | "
+                     f"{(grads[0] - grads[1]).abs().max().item():.1e} | {eval_ours.abs().max().item():.2f} |")
     sys.path.remove(str(checkout))
-    head = subprocess_head(checkout)
-    return (f"Reference: zhouhaoyi/Informer2020 {head}, imported from a local checkout; tiny size (d_model "
+    return (f"Reference: zhouhaoyi/Informer2020 {_commit_of(checkout)}, imported from a local checkout; tiny size (d_model "
             f"{d_model}, 4 heads, d_ff 64, context {seq}, label {label}, horizon {horizon}, batch {batch}), "
             "random weights copied from the reference model into ours by name.\n\n" + "\n".join(lines))
 
 
-def subprocess_head(checkout: Path) -> str:
+def _commit_of(checkout: Path) -> str:
     """The checkout's commit, or 'at an unknown commit' when it is not a git work tree."""
     import subprocess
 
