@@ -199,7 +199,7 @@ def collect(folders: list[str]) -> str:
         best = min(evals, key=lambda x: x[1]) if evals else (None, float("nan"))
         options = " ".join(  # every recipe option as it was given, so the command reproduces the run
             f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in a.items()
-            if k not in ("data_dir", "output_dir", "max_steps", "seed", "pretrained", "push_to_hub")
+            if k not in ("data_dir", "output_dir", "max_steps", "seed", "pretrained", "push_to_hub", "backbone_pretraining")
             and v is not None and v is not False
         )
         day = f"{t['naive_previous_day_mse']:.4f}" if "naive_previous_day_mse" in t else "-"
@@ -209,12 +209,15 @@ def collect(folders: list[str]) -> str:
                     f"patch {a.get('patch_length')}/{a.get('patch_stride')}")
         pretrain = a.get("pretrain_steps") or 0
         pretrain_lr = (a.get("pretrain_learning_rate") or a.get("learning_rate")) if pretrain else None  # as the recipe
+        loaded = a.get("backbone_pretraining") or {}  # --pretrained-backbone: a patchtsmixer-etth1-pretrain folder
+        if loaded.get("steps"):
+            pretrain, pretrain_lr = f"{loaded['steps']} ({loaded['folder']})", loaded.get("learning_rate")
         setting = (m["recipe"], a.get("horizon"), backbone, pretrain, m["max_steps"], a.get("learning_rate"), pretrain_lr)
         heads = a.get("heads")
         if heads != "none" and a.get("reconciliation_dropout"):
             heads += f" (reconciliation dropout {a['reconciliation_dropout']:g})"
         entries.append((setting, heads, m["seed"], t["test_mse"],
-                        f"| {m['recipe']} | {a.get('horizon')} | {heads} | {a.get('mode')} | {a.get('pretrain_steps', 0)} | "
+                        f"| {m['recipe']} | {a.get('horizon')} | {heads} | {a.get('mode')} | {pretrain} | "
                         f"{m['max_steps']} | {a.get('learning_rate'):g} | {m['seed']} | {t['test_mse']:.4f} | {t['test_mae']:.4f} | "
                         f"{t['naive_last_value_mse']:.4f} | {day} | {best[1]:.4f} @ {best[0]} | `{command}` |"))
     entries.sort(key=lambda e: (str(e[0]), str(e[1]), e[2]))
@@ -247,6 +250,9 @@ def _heads_vs_plain(entries) -> list[str]:
             ours = statistics.mean(by_seed[s] for s in seeds)
             base = statistics.mean(plain[s] for s in seeds)
             pretrained = f" after {pre} masked pretraining steps at lr {pre_lr:g}" if pre else ""
+            if isinstance(pre, str):  # one backbone, pretrained once, fine-tuned for every seed
+                steps_, folder = pre.split(" ", 1)
+                pretrained = f" from one backbone pretrained for {steps_} steps at lr {pre_lr:g} {folder}"
             seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of seeds {', '.join(map(str, seeds))}"
             notes.append(f"- {recipe} H={horizon} ({backbone}), {steps} steps at lr {lr:g}{pretrained}, {seed_text}: "
                          f"heads `{heads}` {ours:.4f} vs plain backbone {base:.4f} ({100 * (ours / base - 1):+.2f} %).")

