@@ -212,13 +212,14 @@ def collect(folders: list[str]) -> str:
         loaded = a.get("backbone_pretraining") or {}  # --pretrained-backbone: a patchtsmixer-etth1-pretrain folder
         if loaded.get("steps"):
             pretrain, pretrain_lr = f"{loaded['steps']} ({loaded['folder']})", loaded.get("learning_rate")
-        setting = (m["recipe"], a.get("horizon"), backbone, pretrain, m["max_steps"], a.get("learning_rate"), pretrain_lr)
+        steps = str(m["max_steps"]) + (f" ({a['linear_probe_steps']} heads only)" if a.get("linear_probe_steps") else "")
+        setting = (m["recipe"], a.get("horizon"), backbone, pretrain, steps, a.get("learning_rate"), pretrain_lr)
         heads = a.get("heads")
         if heads != "none" and a.get("reconciliation_dropout"):
             heads += f" (reconciliation dropout {a['reconciliation_dropout']:g})"
         entries.append((setting, heads, m["seed"], t["test_mse"],
                         f"| {m['recipe']} | {a.get('horizon')} | {heads} | {a.get('mode')} | {pretrain} | "
-                        f"{m['max_steps']} | {a.get('learning_rate'):g} | {m['seed']} | {t['test_mse']:.4f} | {t['test_mae']:.4f} | "
+                        f"{steps} | {a.get('learning_rate'):g} | {m['seed']} | {t['test_mse']:.4f} | {t['test_mae']:.4f} | "
                         f"{t['naive_last_value_mse']:.4f} | {day} | {best[1]:.4f} @ {best[0]} | `{command}` |"))
     entries.sort(key=lambda e: (str(e[0]), str(e[1]), e[2]))
     rows += [e[-1] for e in entries]
@@ -253,8 +254,9 @@ def _heads_vs_plain(entries) -> list[str]:
             if isinstance(pre, str):  # one backbone, pretrained once, fine-tuned for every seed
                 steps_, folder = pre.split(" ", 1)
                 pretrained = f" from one backbone pretrained for {steps_} steps at lr {pre_lr:g} {folder}"
+            steps_text = steps.replace(" (", " steps (", 1) if "(" in steps else f"{steps} steps"
             seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of seeds {', '.join(map(str, seeds))}"
-            notes.append(f"- {recipe} H={horizon} ({backbone}), {steps} steps at lr {lr:g}{pretrained}, {seed_text}: "
+            notes.append(f"- {recipe} H={horizon} ({backbone}), {steps_text} at lr {lr:g}{pretrained}, {seed_text}: "
                          f"heads `{heads}` {ours:.4f} vs plain backbone {base:.4f} ({100 * (ours / base - 1):+.2f} %).")
     return notes
 

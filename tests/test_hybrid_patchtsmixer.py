@@ -334,12 +334,17 @@ def test_pretrain_recipe_backbone_loads_into_the_forecasting_recipe(tmp_path, da
     assert not torch.count_nonzero(fresh.cross_channel_head.projection.weight)  # still zero-initialised
 
     out = run_recipe("patchtsmixer-etth1", ["--tiny", "--max-steps", "2", "--pretrained-backbone", str(backbone),
+                                            "--linear-probe-steps", "1",
                                             "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "run")])
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["args"]["backbone_pretraining"]["steps"] == 3 and metrics["args"]["pretrained"]
-    assert "loaded from a pretrained checkpoint" in (tmp_path / "run" / "README.md").read_text()
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "loaded from a pretrained checkpoint" in card and "1 step of linear probing" in card
     assert HybridPatchTSMixerForPrediction.from_pretrained(out).config.use_hierarchy_head
 
+    with pytest.raises(ValueError, match="--linear-probe-steps"):
+        run_recipe("patchtsmixer-etth1", ["--tiny", "--max-steps", "2", "--linear-probe-steps", "2",
+                                          "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "bad")])
     with pytest.raises(ValueError, match="--pretrain-steps and --pretrained-backbone"):
         run_recipe("patchtsmixer-etth1", ["--tiny", "--pretrain-steps", "2", "--pretrained-backbone", str(backbone),
                                           "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "bad")])
@@ -349,6 +354,28 @@ def test_pretrain_recipe_backbone_loads_into_the_forecasting_recipe(tmp_path, da
         load_pretrained_backbone(other, backbone)
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_pretrained_backbone(fresh, tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("probe_steps", [3, 1])
+def test_linear_probe_steps_freeze_the_backbone_only_while_they_last(probe_steps, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from hf_plugins.recipes.patchtsmixer import LinearProbeCallback
+
+    torch.manual_seed(0)
+    config = small(use_cross_channel_head=True, use_hierarchy_head=True, dropout=0.0)
+    model = HybridPatchTSMixerForPrediction(config)
+    past, future = batch(config, n=16)
+    data = [{"past_values": p, "future_values": f} for p, f in zip(past, future)]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, learning_rate=1e-2,
+                             report_to=[], save_strategy="no", use_cpu=True, remove_unused_columns=False)
+    Trainer(model=model, args=args, train_dataset=data, callbacks=[LinearProbeCallback(probe_steps)]).train()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    backbone = {k for k in changed if k.startswith("model.")}
+    assert {k for k in changed if k.startswith("head.")} and {k for k in changed if k.startswith("hierarchy_head.")}
+    assert bool(backbone) == (probe_steps < 3)  # frozen for all three steps, or trained after the first
 
 
 def test_dropout_keeps_a_bool_mask_with_the_same_statistics():

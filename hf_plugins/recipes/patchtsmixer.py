@@ -149,6 +149,9 @@ def _add_model_arguments(parser, *, heads, **backbone) -> None:
                         help="start from the backbone of this folder (written by `hf-plugins train "
                              "patchtsmixer-etth1-pretrain`, or any (Hybrid)PatchTSMixer checkpoint) instead of "
                              "pretraining here; its architecture must match this run's")
+    parser.add_argument("--linear-probe-steps", type=int, default=0,
+                        help="first fine-tuning steps in which only the heads learn (the pretrained backbone is "
+                             "frozen), then every weight: linear probing then fine-tuning")
     parser.add_argument("--reconciliation-context", type=int, default=3)
     parser.add_argument("--reconciliation-dropout", type=float, default=0.0,
                         help="dropout inside the reconciliation heads (regularises them; no effect with --heads none)")
@@ -252,6 +255,14 @@ def _build(args, splits, context, horizon, card, tiny_train, default_steps, val_
         weight_decay=0.0,
     )
     training_args.update(eval_strategy="steps", eval_steps=eval_every)
+    callbacks = [KeepBestCallback()]
+    probe = getattr(args, "linear_probe_steps", 0)  # runs saved before the flag: none
+    if probe < 0 or probe >= steps:
+        raise ValueError(f"--linear-probe-steps must be at least 0 and below the {steps} training steps, got {probe}")
+    if probe:
+        callbacks.append(LinearProbeCallback(probe))
+        card["notes"] += (f" Fine-tuning began with {probe} step{'s' if probe != 1 else ''} of linear probing (the backbone frozen, only the "
+                          "heads learning), then trained every weight.")
 
     def evaluate(trained, dataset):
         return _baselines(dataset, splits.freq, target_idx)
@@ -265,7 +276,7 @@ def _build(args, splits, context, horizon, card, tiny_train, default_steps, val_
         eval_dataset=val,
         test_dataset=test,
         training_args=training_args,
-        trainer_kwargs={"compute_metrics": _compute_metrics, "callbacks": [KeepBestCallback()]},
+        trainer_kwargs={"compute_metrics": _compute_metrics, "callbacks": callbacks},
         evaluate=evaluate,
         plots=plots,
         card=card,
@@ -545,6 +556,23 @@ def _keep_best_callback_class():
 def KeepBestCallback(metric: str = "eval_mse"):
     """A ``TrainerCallback`` that restores the best-validation weights at the end of training."""
     return _keep_best_callback_class()(metric)
+
+
+def LinearProbeCallback(steps: int):
+    """A ``TrainerCallback`` for linear probing then fine-tuning (LP-FT; PatchTST's protocol for a
+    self-supervised backbone): in the first ``steps`` optimizer steps only the heads learn. The backbone's
+    gradients are dropped just before each of those steps, so Adam leaves its weights and state untouched
+    (a parameter without a gradient is skipped); afterwards every weight trains."""
+    from transformers import TrainerCallback
+
+    class LinearProbe(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            if model is None or state.global_step >= steps:
+                return
+            for param in getattr(model, "module", model).model.parameters():
+                param.grad = None
+
+    return LinearProbe()
 
 
 register_recipe(
