@@ -209,11 +209,16 @@ def collect(folders: list[str]) -> str:
                     f"patch {a.get('patch_length')}/{a.get('patch_stride')}")
         pretrain = a.get("pretrain_steps") or 0
         pretrain_lr = (a.get("pretrain_learning_rate") or a.get("learning_rate")) if pretrain else None  # as the recipe
+        pretrained = f" after {pretrain} masked pretraining steps at lr {pretrain_lr:g}" if pretrain else ""
         loaded = a.get("backbone_pretraining") or {}  # --pretrained-backbone: a patchtsmixer-etth1-pretrain folder
         if loaded.get("steps"):
-            pretrain, pretrain_lr = f"{loaded['steps']} ({loaded['folder']})", loaded.get("learning_rate")
-        steps = str(m["max_steps"]) + (f" ({a['linear_probe_steps']} heads only)" if a.get("linear_probe_steps") else "")
-        setting = (m["recipe"], a.get("horizon"), backbone, pretrain, steps, a.get("learning_rate"), pretrain_lr)
+            pretrain = f"{loaded['steps']} ({loaded['folder']})"
+            pretrained = (f" from one backbone pretrained for {loaded['steps']} steps at lr {loaded['learning_rate']:g} "
+                          f"({loaded['folder']})")
+        probe = a.get("linear_probe_steps")
+        steps = f"{m['max_steps']}" + (f" ({probe} heads only)" if probe else "")
+        steps_text = f"{m['max_steps']} steps" + (f" ({probe} heads only)" if probe else "")
+        setting = (m["recipe"], a.get("horizon"), backbone, pretrain, steps_text, a.get("learning_rate"), pretrained)
         heads = a.get("heads")
         if heads != "none" and a.get("reconciliation_dropout"):
             heads += f" (reconciliation dropout {a['reconciliation_dropout']:g})"
@@ -242,7 +247,7 @@ def _heads_vs_plain(entries) -> list[str]:
     for setting, heads, seed, mse, _ in entries:
         by.setdefault(setting, {}).setdefault(heads, {})[seed] = mse
     notes = []
-    for (recipe, horizon, backbone, pre, steps, lr, pre_lr), runs in sorted(by.items(), key=str):
+    for (recipe, horizon, backbone, _, steps_text, lr, pretrained), runs in sorted(by.items(), key=str):
         plain = runs.get("none", {})
         for heads, by_seed in sorted(runs.items()):
             seeds = sorted(set(by_seed) & set(plain))
@@ -250,11 +255,6 @@ def _heads_vs_plain(entries) -> list[str]:
                 continue
             ours = statistics.mean(by_seed[s] for s in seeds)
             base = statistics.mean(plain[s] for s in seeds)
-            pretrained = f" after {pre} masked pretraining steps at lr {pre_lr:g}" if pre else ""
-            if isinstance(pre, str):  # one backbone, pretrained once, fine-tuned for every seed
-                steps_, folder = pre.split(" ", 1)
-                pretrained = f" from one backbone pretrained for {steps_} steps at lr {pre_lr:g} {folder}"
-            steps_text = steps.replace(" (", " steps (", 1) if "(" in steps else f"{steps} steps"
             seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of seeds {', '.join(map(str, seeds))}"
             notes.append(f"- {recipe} H={horizon} ({backbone}), {steps_text} at lr {lr:g}{pretrained}, {seed_text}: "
                          f"heads `{heads}` {ours:.4f} vs plain backbone {base:.4f} ({100 * (ours / base - 1):+.2f} %).")

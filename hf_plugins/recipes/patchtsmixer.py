@@ -214,22 +214,28 @@ def _build(args, splits, context, horizon, card, tiny_train, default_steps, val_
         **backbone,
     )
     model = HybridPatchTSMixerForPrediction(config)
-    pretrain_note = ""
+    # options are checked before any pretraining runs
+    steps = args.max_steps or default_steps
+    probe = getattr(args, "linear_probe_steps", 0)  # runs saved before the flag: none
+    if probe < 0 or probe >= steps:
+        raise ValueError(f"--linear-probe-steps must be at least 0 and below the {steps} training steps, got {probe}")
     backbone_dir = getattr(args, "pretrained_backbone", None)  # runs saved before the flag: none
     if args.pretrain_steps > 0 and backbone_dir:
         raise ValueError("--pretrain-steps and --pretrained-backbone both give the backbone: use one of them")
     # `hf-plugins evaluate` rebuilds from the saved args: the trained weights come from the folder, so
     # neither the pretraining nor the backbone is redone (args.pretrained).
+    redo = not getattr(args, "pretrained", False)
+    pretrain_note = ""
     if args.pretrain_steps > 0:
         # runs saved before --pretrain-learning-rate existed have no such argument
         pretrain_lr = getattr(args, "pretrain_learning_rate", None) or args.learning_rate
-        if not getattr(args, "pretrained", False):
+        if redo:
             _pretrain(model, config, train, args, pretrain_lr)
             args.pretrained = True
         pretrain_note = (f" The backbone was first pretrained for {args.pretrain_steps} steps by masked patch "
-                         f"reconstruction (random masking, 40 %) at learning rate {pretrain_lr:g}.")
+                         f"reconstruction (random masking, {100 * MASK_RATIO:.0f} %) at learning rate {pretrain_lr:g}.")
     elif backbone_dir:
-        if not getattr(args, "pretrained", False):
+        if redo:
             args.backbone_pretraining = load_pretrained_backbone(model, backbone_dir)
             args.pretrained = True
         pretrain_note = " The backbone was loaded from a pretrained checkpoint" + _pretraining_text(
@@ -243,7 +249,6 @@ def _build(args, splits, context, horizon, card, tiny_train, default_steps, val_
     card["notes"] = (card.get("notes", "") + f" Backbone mode `{args.mode}` with {heads_text}." + pretrain_note).strip()
     card["heads"] = heads
 
-    steps = args.max_steps or default_steps
     eval_every = args.eval_every or max(1, steps // (4 if args.tiny else 8))
     training_args = dict(
         learning_rate=args.learning_rate,
@@ -256,13 +261,10 @@ def _build(args, splits, context, horizon, card, tiny_train, default_steps, val_
     )
     training_args.update(eval_strategy="steps", eval_steps=eval_every)
     callbacks = [KeepBestCallback()]
-    probe = getattr(args, "linear_probe_steps", 0)  # runs saved before the flag: none
-    if probe < 0 or probe >= steps:
-        raise ValueError(f"--linear-probe-steps must be at least 0 and below the {steps} training steps, got {probe}")
     if probe:
         callbacks.append(LinearProbeCallback(probe))
-        card["notes"] += (f" Fine-tuning began with {probe} step{'s' if probe != 1 else ''} of linear probing (the backbone frozen, only the "
-                          "heads learning), then trained every weight.")
+        card["notes"] += (f" Fine-tuning began with {probe} step{'s' if probe != 1 else ''} of linear probing (the "
+                          "backbone frozen, only the heads learning), then trained every weight.")
 
     def evaluate(trained, dataset):
         return _baselines(dataset, splits.freq, target_idx)
