@@ -182,12 +182,19 @@ def speed(quick: bool) -> str:
     return "\n".join(lines)
 
 
+OLD_PROBE_MARK = ", clipped with the backbone"
+OLD_PROBE_NOTE = (f"Steps marked \"{OLD_PROBE_MARK[2:]}\": linear probing as the recipe did it until 2026-11-29, which "
+                  "dropped the backbone's gradients only after gradient clipping (max norm 1) had counted them, so the "
+                  "heads' steps were scaled down more; the recipe now freezes the backbone, and these commands no longer "
+                  "reproduce those runs bit for bit.")
+
+
 def collect(folders: list[str]) -> str:
     """Accuracy table from folders written by ``hf-plugins train patchtsmixer-etth1``."""
     rows = ["| recipe | horizon | heads | mode | pretrain steps | steps | lr | seed | test MSE | test MAE "
             "| naive (last value) MSE | naive (previous day) MSE | best val MSE at step | command |",
             "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    entries = []
+    entries, old_probe = [], False
     for folder in folders:
         path = Path(folder) / "metrics.json"
         if not path.is_file():
@@ -199,7 +206,8 @@ def collect(folders: list[str]) -> str:
         best = min(evals, key=lambda x: x[1]) if evals else (None, float("nan"))
         options = " ".join(  # every recipe option as it was given, so the command reproduces the run
             f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in a.items()
-            if k not in ("data_dir", "output_dir", "max_steps", "seed", "pretrained", "push_to_hub", "backbone_pretraining")
+            if k not in ("data_dir", "output_dir", "max_steps", "seed", "pretrained", "push_to_hub", "backbone_pretraining",
+                         "linear_probe_frozen")
             and v is not None and v is not False
         )
         day = f"{t['naive_previous_day_mse']:.4f}" if "naive_previous_day_mse" in t else "-"
@@ -216,8 +224,10 @@ def collect(folders: list[str]) -> str:
             pretrained = (f" from one backbone pretrained for {loaded['steps']} steps at lr {loaded['learning_rate']:g} "
                           f"({loaded['folder']})")
         probe = a.get("linear_probe_steps")
-        steps = f"{m['max_steps']}" + (f" ({probe} heads only)" if probe else "")
-        steps_text = f"{m['max_steps']} steps" + (f" ({probe} heads only)" if probe else "")
+        probe_text = f" ({probe} heads only{'' if a.get('linear_probe_frozen') else OLD_PROBE_MARK})" if probe else ""
+        old_probe = old_probe or bool(probe and not a.get("linear_probe_frozen"))
+        steps = f"{m['max_steps']}{probe_text}"
+        steps_text = f"{m['max_steps']} steps{probe_text}"
         setting = (m["recipe"], a.get("horizon"), backbone, pretrain, steps_text, a.get("learning_rate"), pretrained)
         heads = a.get("heads")
         if heads != "none" and a.get("reconciliation_dropout"):
@@ -237,6 +247,7 @@ def collect(folders: list[str]) -> str:
         "",
         *rows,
         "",
+        *([OLD_PROBE_NOTE, ""] if old_probe else []),
         *_heads_vs_plain(entries),
     ])
 

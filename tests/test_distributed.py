@@ -27,6 +27,7 @@ def test_two_process_training_saves_once(tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
         "--master_port", str(free_port()), "--no-python", cli,
         "train", RECIPE, "--tiny", "--max-steps", "4", "--output-dir", str(out),
+        "--linear-probe-steps", "2",  # a frozen backbone under DDP for two steps, then every weight
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)

@@ -358,7 +358,7 @@ def test_pretrain_recipe_backbone_loads_into_the_forecasting_recipe(tmp_path, da
 
 @pytest.mark.parametrize("probe_steps", [3, 1])
 def test_linear_probe_steps_freeze_the_backbone_only_while_they_last(probe_steps, tmp_path):
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from hf_plugins.recipes.patchtsmixer import LinearProbeCallback
 
@@ -370,7 +370,17 @@ def test_linear_probe_steps_freeze_the_backbone_only_while_they_last(probe_steps
     before = {k: v.clone() for k, v in model.state_dict().items()}
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, learning_rate=1e-2,
                              report_to=[], save_strategy="no", use_cpu=True, remove_unused_columns=False)
-    Trainer(model=model, args=args, train_dataset=data, callbacks=[LinearProbeCallback(probe_steps)]).train()
+    backbone_grads = []  # per optimizer step (after clipping): did the backbone get a gradient at all?
+
+    class Record(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            backbone_grads.append(any(p.grad is not None for p in model.model.parameters()))
+
+    callbacks = [Record(), LinearProbeCallback(probe_steps)]  # Record runs first
+    Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks).train()
+    # frozen while probing: no backbone gradient is computed, so clipping sees the heads' alone
+    assert backbone_grads == [False] * probe_steps + [True] * (3 - probe_steps)
+    assert all(p.requires_grad for p in model.parameters())  # unfrozen when training ends
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     backbone = {k for k in changed if k.startswith("model.")}

@@ -263,6 +263,10 @@ def _build(args, splits, context, horizon, card, tiny_train, default_steps, val_
     callbacks = [KeepBestCallback()]
     if probe:
         callbacks.append(LinearProbeCallback(probe))
+        training_args["ddp_find_unused_parameters"] = True  # the frozen backbone gets no gradient
+        # recorded in metrics.json: until 2026-11-29 probing dropped the backbone's gradients only after
+        # gradient clipping had counted them (benchmarks/patchtsmixer.py marks those runs)
+        args.linear_probe_frozen = True
         card["notes"] += (f" Fine-tuning began with {probe} step{'s' if probe != 1 else ''} of linear probing (the "
                           "backbone frozen, only the heads learning), then trained every weight.")
 
@@ -562,17 +566,26 @@ def KeepBestCallback(metric: str = "eval_mse"):
 
 def LinearProbeCallback(steps: int):
     """A ``TrainerCallback`` for linear probing then fine-tuning (LP-FT; PatchTST's protocol for a
-    self-supervised backbone): in the first ``steps`` optimizer steps only the heads learn. The backbone's
-    gradients are dropped just before each of those steps, so Adam leaves its weights and state untouched
-    (a parameter without a gradient is skipped); afterwards every weight trains."""
+    self-supervised backbone): in the first ``steps`` optimizer steps only the heads learn.
+
+    The backbone is frozen (``requires_grad=False``) from the start of each of those steps, so no gradient
+    is computed for it (a probing step costs about half a full one), gradient clipping sees the heads'
+    gradients alone, and Adam leaves the backbone's weights and state untouched; afterwards every weight
+    trains. Under DDP the recipe sets ``ddp_find_unused_parameters`` so that the frozen weights are allowed."""
     from transformers import TrainerCallback
 
+    def set_frozen(model, frozen: bool) -> None:
+        for param in getattr(model, "module", model).model.parameters():
+            param.requires_grad_(not frozen)
+
     class LinearProbe(TrainerCallback):
-        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-            if model is None or state.global_step >= steps:
-                return
-            for param in getattr(model, "module", model).model.parameters():
-                param.grad = None
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            if model is not None:
+                set_frozen(model, state.global_step < steps)
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            if model is not None:
+                set_frozen(model, False)
 
     return LinearProbe()
 
