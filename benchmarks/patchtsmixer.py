@@ -232,6 +232,8 @@ def collect(folders: list[str]) -> str:
         heads = a.get("heads")
         if heads != "none" and a.get("reconciliation_dropout"):
             heads += f" (reconciliation dropout {a['reconciliation_dropout']:g})"
+        if heads.startswith(("hier", "both")) and a.get("hierarchy_consistency", "reconciled") == "reconciled":
+            heads += " (consistency on the reconciled forecast)"  # the recipe's only choice until 2026-11-29
         entries.append((setting, heads, m["seed"], t["test_mse"],
                         f"| {m['recipe']} | {a.get('horizon')} | {heads} | {a.get('mode')} | {pretrain} | "
                         f"{steps} | {a.get('learning_rate'):g} | {m['seed']} | {t['test_mse']:.4f} | {t['test_mae']:.4f} | "

@@ -44,8 +44,11 @@ class HybridPatchTSMixerConfig(PatchTSMixerConfig):
         hierarchy_aggregate_loss_weight (`float`, defaults to 1.0):
             Weight of the MSE between the aggregate forecasts and the aggregated ground truth.
         hierarchy_consistency_loss_weight (`float`, defaults to 1.0):
-            Weight of the consistency MSE between the aggregated output forecasts and the aggregate
-            forecasts.
+            Weight of the consistency MSE between the aggregated forecasts and the aggregate forecasts.
+        hierarchy_consistency (`str`, defaults to ``"base"``):
+            Which forecasts are aggregated for that consistency loss: ``"base"``, the base forecasts
+            (the paper's head: the base head learns to agree with the aggregate level), or
+            ``"reconciled"``, the head's output (what this library did before 2026-11-29).
         reconciliation_dropout (`float`, defaults to 0.0):
             Dropout before the output layer of each reconciliation head.
 
@@ -60,6 +63,7 @@ class HybridPatchTSMixerConfig(PatchTSMixerConfig):
     hierarchy_patch_length: int | None = None
     hierarchy_aggregate_loss_weight: float | int = 1.0
     hierarchy_consistency_loss_weight: float | int = 1.0
+    hierarchy_consistency: str = "base"
     reconciliation_dropout: float | int = 0.0
 
     def __post_init__(self, **kwargs):
@@ -96,6 +100,8 @@ class HybridPatchTSMixerConfig(PatchTSMixerConfig):
         if self.hierarchy_patch_length is not None and not 1 <= self.hierarchy_patch_length <= self.prediction_length:
             fail("hierarchy_patch_length", self.hierarchy_patch_length,
                  f"None or an integer in [1, prediction_length={self.prediction_length}]")
+        if self.hierarchy_consistency not in ("base", "reconciled"):
+            fail("hierarchy_consistency", self.hierarchy_consistency, "'base' or 'reconciled'")
         for name in ("hierarchy_aggregate_loss_weight", "hierarchy_consistency_loss_weight"):
             if getattr(self, name) < 0:
                 fail(name, getattr(self, name), "a weight >= 0")

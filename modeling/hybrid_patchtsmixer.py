@@ -261,8 +261,9 @@ class HierarchicalPatchReconciliationHead(nn.Module):
     of a two-level temporal hierarchy. From the backbone's embedding the head forecasts these aggregates
     ``h`` (one linear layer, like the base head); the base forecast and ``h`` are concatenated and a linear
     layer outputs a residual correction of the base forecast (starts at zero). Training adds the MSE of
-    ``h`` against the aggregated truth and the consistency MSE between the aggregated reconciled forecast
-    and ``h`` (see :class:`HybridPatchTSMixerForPrediction`). Means rather than sums, so that aggregation
+    ``h`` against the aggregated truth and the consistency MSE between the aggregated base forecast (or,
+    with ``hierarchy_consistency="reconciled"``, the reconciled one) and ``h`` (see
+    :class:`HybridPatchTSMixerForPrediction`). Means rather than sums, so that aggregation
     commutes with the per-channel RevIN scaling of the backbone.
     """
 
@@ -405,9 +406,10 @@ class HybridPatchTSMixerForPrediction(HybridPatchTSMixerPreTrainedModel, PatchTS
             loss = forecast_loss
             if agg_hat is not None:
                 # Hierarchy losses (paper section 4): aggregate forecast vs aggregated truth, and
-                # consistency between the aggregated reconciled forecast and the aggregate forecast.
+                # consistency between the aggregated base (or reconciled) forecast and the aggregate forecast.
                 aggregate_loss = F.mse_loss(agg_hat, self.hierarchy_head.aggregate(target))
-                consistency_loss = F.mse_loss(self.hierarchy_head.aggregate(y_hat), agg_hat)
+                aggregated = base_hat if self.config.hierarchy_consistency == "base" else y_hat
+                consistency_loss = F.mse_loss(self.hierarchy_head.aggregate(aggregated), agg_hat)
                 loss = (loss + self.config.hierarchy_aggregate_loss_weight * aggregate_loss
                         + self.config.hierarchy_consistency_loss_weight * consistency_loss)
 

@@ -191,10 +191,19 @@ def test_hierarchy_aggregation_and_losses():
     agg = head.aggregate
     torch.testing.assert_close(out.forecast_loss, torch.nn.functional.mse_loss(out.prediction_outputs, future))
     torch.testing.assert_close(out.aggregate_loss, torch.nn.functional.mse_loss(out.aggregate_outputs, agg(future)))
-    torch.testing.assert_close(out.consistency_loss,
-                               torch.nn.functional.mse_loss(agg(out.prediction_outputs), out.aggregate_outputs))
     torch.testing.assert_close(out.loss, out.forecast_loss + 0.5 * out.aggregate_loss + 2.0 * out.consistency_loss)
     assert out.consistency_loss > 1e-4
+    # the consistency loss aggregates the base forecasts (default) or the reconciled ones
+    with torch.no_grad():
+        head.reconcile_block.weight.normal_(0, 0.1)  # reconciled != base (the block starts at zero)
+    out = model(past_values=past, future_values=future)
+    assert not torch.allclose(out.prediction_outputs, out.base_prediction_outputs)
+    mse = torch.nn.functional.mse_loss
+    torch.testing.assert_close(out.consistency_loss, mse(agg(out.base_prediction_outputs), out.aggregate_outputs))
+    model.config.hierarchy_consistency = "reconciled"
+    out = model(past_values=past, future_values=future)
+    torch.testing.assert_close(out.consistency_loss, mse(agg(out.prediction_outputs), out.aggregate_outputs))
+    model.config.hierarchy_consistency = "base"
 
     # aggregate forecasts that are exactly the aggregated base forecasts: the consistency loss vanishes
     pool = agg(torch.eye(10).unsqueeze(0)).squeeze(0)  # (3 aggregates, 10 steps) averaging matrix
@@ -277,6 +286,7 @@ def test_save_load_roundtrip_and_auto_classes(tmp_path):
         (dict(prediction_channel_indices=[0, 7]), "prediction_channel_indices"),
         (dict(use_hierarchy_head=True, loss="nll"), "loss"),
         (dict(hierarchy_consistency_loss_weight=-1.0), "hierarchy_consistency_loss_weight"),
+        (dict(hierarchy_consistency="aggregate"), "hierarchy_consistency"),
         (dict(patch_length=64), "patch_length"),
     ],
 )

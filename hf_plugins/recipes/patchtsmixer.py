@@ -153,6 +153,9 @@ def _add_model_arguments(parser, *, heads, **backbone) -> None:
                         help="first fine-tuning steps in which only the heads learn (the pretrained backbone is "
                              "frozen), then every weight: linear probing then fine-tuning")
     parser.add_argument("--reconciliation-context", type=int, default=3)
+    parser.add_argument("--hierarchy-consistency", choices=["base", "reconciled"], default="base",
+                        help="forecasts that the hierarchy head's consistency loss aggregates: the base forecasts "
+                             "(the paper) or the reconciled ones")
     parser.add_argument("--reconciliation-dropout", type=float, default=0.0,
                         help="dropout inside the reconciliation heads (regularises them; no effect with --heads none)")
 
@@ -210,6 +213,7 @@ def _build(args, splits, context, horizon, card, tiny_train, default_steps, val_
         use_hierarchy_head=use_hier,
         reconciliation_context=args.reconciliation_context,
         reconciliation_dropout=getattr(args, "reconciliation_dropout", 0.0),  # runs saved before the flag: none
+        hierarchy_consistency=getattr(args, "hierarchy_consistency", "reconciled"),  # ditto: what they used
         prediction_channel_indices=None if len(target_idx) == channels else target_idx,
         **backbone,
     )
@@ -246,6 +250,8 @@ def _build(args, splits, context, horizon, card, tiny_train, default_steps, val_
     card = dict(card)
     if heads != "none" and config.reconciliation_dropout:
         heads_text += f" (dropout {config.reconciliation_dropout:g} inside the heads)"
+    if use_hier:
+        heads_text += f"; the hierarchy consistency loss aggregates the {config.hierarchy_consistency} forecasts"
     card["notes"] = (card.get("notes", "") + f" Backbone mode `{args.mode}` with {heads_text}." + pretrain_note).strip()
     card["heads"] = heads
 
