@@ -46,9 +46,9 @@ class HybridPatchTSMixerConfig(PatchTSMixerConfig):
         hierarchy_consistency_loss_weight (`float`, defaults to 1.0):
             Weight of the consistency MSE between the aggregated forecasts and the aggregate forecasts.
         hierarchy_consistency (`str`, defaults to ``"base"``):
-            Which forecasts are aggregated for that consistency loss: ``"base"``, the base forecasts
-            (the paper's head: the base head learns to agree with the aggregate level), or
-            ``"reconciled"``, the head's output (what this library did before 2026-11-29).
+            Which forecasts are aggregated for that consistency loss: ``"base"``, the base forecasts, so
+            that the base head learns to agree with the aggregate level, or ``"reconciled"``, the head's
+            output (what this library did before 2026-11-29).
         reconciliation_dropout (`float`, defaults to 0.0):
             Dropout before the output layer of each reconciliation head.
 

@@ -155,7 +155,7 @@ def _add_model_arguments(parser, *, heads, **backbone) -> None:
     parser.add_argument("--reconciliation-context", type=int, default=3)
     parser.add_argument("--hierarchy-consistency", choices=["base", "reconciled"], default="base",
                         help="forecasts that the hierarchy head's consistency loss aggregates: the base forecasts "
-                             "(the paper) or the reconciled ones")
+                             "(default) or the reconciled ones")
     parser.add_argument("--reconciliation-dropout", type=float, default=0.0,
                         help="dropout inside the reconciliation heads (regularises them; no effect with --heads none)")
 
