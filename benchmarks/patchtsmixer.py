@@ -182,6 +182,9 @@ def speed(quick: bool) -> str:
     return "\n".join(lines)
 
 
+# args that metrics.json records but that are not recipe options (or are given separately in the command)
+NOT_OPTIONS = ("data_dir", "output_dir", "max_steps", "seed", "pretrained", "push_to_hub", "backbone_pretraining",
+               "linear_probe_frozen")
 OLD_PROBE_MARK = ", clipped with the backbone"
 OLD_PROBE_NOTE = (f"Steps marked \"{OLD_PROBE_MARK[2:]}\": linear probing as the recipe did it until 2026-11-29, which "
                   "dropped the backbone's gradients only after gradient clipping (max norm 1) had counted them, so the "
@@ -194,7 +197,7 @@ def collect(folders: list[str]) -> str:
     rows = ["| recipe | horizon | heads | mode | pretrain steps | steps | lr | seed | test MSE | test MAE "
             "| naive (last value) MSE | naive (previous day) MSE | best val MSE at step | command |",
             "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    entries, old_probe = [], False
+    entries = []
     for folder in folders:
         path = Path(folder) / "metrics.json"
         if not path.is_file():
@@ -206,9 +209,7 @@ def collect(folders: list[str]) -> str:
         best = min(evals, key=lambda x: x[1]) if evals else (None, float("nan"))
         options = " ".join(  # every recipe option as it was given, so the command reproduces the run
             f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in a.items()
-            if k not in ("data_dir", "output_dir", "max_steps", "seed", "pretrained", "push_to_hub", "backbone_pretraining",
-                         "linear_probe_frozen")
-            and v is not None and v is not False
+            if k not in NOT_OPTIONS and v is not None and v is not False
         )
         day = f"{t['naive_previous_day_mse']:.4f}" if "naive_previous_day_mse" in t else "-"
         command = f"hf-plugins train {m['recipe']} --max-steps {m['max_steps']} --seed {m['seed']} {options}"
@@ -225,7 +226,6 @@ def collect(folders: list[str]) -> str:
                           f"({loaded['folder']})")
         probe = a.get("linear_probe_steps")
         probe_text = f" ({probe} heads only{'' if a.get('linear_probe_frozen') else OLD_PROBE_MARK})" if probe else ""
-        old_probe = old_probe or bool(probe and not a.get("linear_probe_frozen"))
         steps = f"{m['max_steps']}{probe_text}"
         steps_text = f"{m['max_steps']} steps{probe_text}"
         setting = (m["recipe"], a.get("horizon"), backbone, pretrain, steps_text, a.get("learning_rate"), pretrained)
@@ -249,7 +249,7 @@ def collect(folders: list[str]) -> str:
         "",
         *rows,
         "",
-        *([OLD_PROBE_NOTE, ""] if old_probe else []),
+        *([OLD_PROBE_NOTE, ""] if any(OLD_PROBE_MARK in e[0][4] for e in entries) else []),
         *_heads_vs_plain(entries),
     ])
 
